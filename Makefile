@@ -1,0 +1,33 @@
+# The two commands in the README: `make serve` and `make test`. Each sets everything up first.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Extra arguments, e.g. `make serve ARGS="/data/vol.zarr --port 9000"`.
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup serve test test-quick lint bench
+
+$(STAMP): setup.cfg pyproject.toml scripts/install-system-deps.sh
+	bash scripts/install-system-deps.sh
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/ilastik-web serve $(ARGS)
+
+# The whole suite, slow cases included (plain `pytest` skips those marked slow).
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+test-quick: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .

@@ -1,0 +1,43 @@
+"""Exceptions of the Python API.
+
+Each class says what went wrong, not how to answer it; the server maps them to HTTP
+status codes in one place (:mod:`ilastik_web.server.errors`).
+"""
+
+
+class IlastikWebError(Exception):
+    """Base class of every error the API raises on purpose."""
+
+
+class InvalidRequestError(IlastikWebError, ValueError):
+    """The caller asked for something malformed (maps to 400)."""
+
+
+class OutOfBoundsError(InvalidRequestError):
+    """A region reaches outside the volume it addresses (maps to 400)."""
+
+
+class NotFoundError(IlastikWebError, KeyError):
+    """A named thing (source, layer, scale, project) does not exist (maps to 404)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class ForbiddenError(IlastikWebError, PermissionError):
+    """The caller may not do this, e.g. a path outside the allowed roots (maps to 403)."""
+
+
+class GoneError(IlastikWebError):
+    """A versioned resource was superseded (maps to 410)."""
+
+
+class NotReadyError(IlastikWebError):
+    """Not available yet, retry later (maps to 503; Neuroglancer retries those)."""
+
+
+class SourceError(IlastikWebError):
+    """A data source is missing, unsupported or corrupt.
+
+    The message is one line that names the path and the problem.
+    """

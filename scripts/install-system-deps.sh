@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the project needs beyond Python: the venv module, headless Chromium for
+# browser tests, vigra (the reference for filter tests and benchmarks, Debian's python3
+# only) and nginx (the static-file peer in benchmarks/serve.py). Installs only what is
+# missing, so a prepared machine needs no network.
+set -euo pipefail
+packages=(python3-venv chromium python3-vigra nginx)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]} (run this script as root to install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get -o DPkg::Lock::Timeout=600 update -q
+apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
