@@ -122,7 +122,8 @@ class Box:
     def chunks(self, chunk_shape: Sequence[int]) -> Iterator[Box]:
         """Grid-aligned chunks (grid anchored at 0) that intersect this box, cut to it."""
         ranges = [
-            range(a // c, -(-b // c)) for a, b, c in zip(self.start, self.stop, chunk_shape, strict=True)
+            range(a // c, -(-b // c))
+            for a, b, c in zip(self.start, self.stop, chunk_shape, strict=True)
         ]
         for index in itertools.product(*ranges):
             cell = Box(
