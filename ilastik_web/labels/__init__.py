@@ -1,0 +1,6 @@
+"""Training labels: brush strokes rasterised into a sparse, crash-safe block store."""
+
+from ilastik_web.labels.rasterize import PLANES, Plane, Stroke, rasterize
+from ilastik_web.labels.store import EditResult, LabelSnapshot, LabelStore
+
+__all__ = ["PLANES", "EditResult", "LabelSnapshot", "LabelStore", "Plane", "Stroke", "rasterize"]
