@@ -2,5 +2,15 @@
 
 from ilastik_web.labels.rasterize import PLANES, Plane, Stroke, rasterize
 from ilastik_web.labels.store import EditResult, LabelSnapshot, LabelStore
+from ilastik_web.labels.volume import LabelVolume
 
-__all__ = ["PLANES", "EditResult", "LabelSnapshot", "LabelStore", "Plane", "Stroke", "rasterize"]
+__all__ = [
+    "PLANES",
+    "EditResult",
+    "LabelSnapshot",
+    "LabelStore",
+    "LabelVolume",
+    "Plane",
+    "Stroke",
+    "rasterize",
+]

@@ -1,0 +1,1 @@
+"""Pixel classification: features per block, the random forest, lazy predictions."""

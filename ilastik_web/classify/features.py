@@ -1,0 +1,176 @@
+"""Features of a source's pyramid levels, computed per box with the right halo and cached.
+
+Level 0 is filtered exactly as ilastik does. A coarser level with downsampling factors
+``f`` (z, y, x) is filtered with σ/f per axis, so its features approximate the level-0
+features at that position and one classifier serves every zoom level cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import filters
+from ilastik_web.abc import Box, MultiscaleVolume
+from ilastik_web.cache import ArrayCache
+
+log = logging.getLogger(__name__)
+
+
+class FeatureComputer:
+    """Compute and cache features of one multiscale source for one feature selection.
+
+    Parameters
+    ----------
+    source
+        The raw data pyramid.
+    selection
+        Feature selection as accepted by :func:`filters.normalize_selection`.
+    cache
+        Where feature blocks are kept; keys include the source, level, box and selection,
+        so features survive classifier generations.
+    """
+
+    def __init__(self, source: MultiscaleVolume, selection, cache: ArrayCache):
+        self.source = source
+        self.selection = filters.normalize_selection(selection)
+        if not self.selection:
+            raise ValueError("the feature selection is empty")
+        self.cache = cache
+        self.ndim = 2 if source.base.shape[0] == 1 else 3
+        self.channel_names = filters.channel_names(
+            self.selection, ndim=self.ndim, input_channels=source.base.num_channels
+        )
+        self._groups: dict[int, list[_Group]] = {}
+
+    @property
+    def num_features(self) -> int:
+        return len(self.channel_names)
+
+    def halo(self, level: int) -> tuple[int, int, int]:
+        """Halo (z, y, x) in voxels of ``level``."""
+        halo = [0, 0, 0]
+        for group in self._level_groups(level):
+            h = filters.required_halo(group.selection, ndim=self.ndim, voxel_size=group.voxel_size)
+            h3 = (0, *h) if self.ndim == 2 else tuple(h)
+            halo = [max(a, int(b)) for a, b in zip(halo, h3, strict=True)]
+        return (halo[0], halo[1], halo[2])
+
+    def features(self, level: int, box: Box) -> np.ndarray:
+        """float32 features (channels, *box.shape) of ``box`` at pyramid ``level``."""
+        key = ("features", self.source.levels[level].key, box, self.selection)
+        return self.cache.get_or_compute(key, lambda: self._compute(level, box))
+
+    def _compute(self, level: int, box: Box) -> np.ndarray:
+        volume = self.source.levels[level]
+        read_box = box.grow(self.halo(level)).clip(volume.shape)
+        image = volume.read(read_box).astype(np.float32, copy=False)
+        if self.ndim == 2:
+            image = image[:, 0]
+        inner = box.relative_to(read_box)
+        inner = inner[1:] if self.ndim == 2 else inner
+        out = np.empty((self.num_features, *box.shape), dtype=np.float32)
+        view = out[:, 0] if self.ndim == 2 else out
+        for group in self._level_groups(level):
+            result = filters.compute_features(image, group.selection, ndim=self.ndim,
+                                              voxel_size=group.voxel_size)
+            result = result[(slice(None), *inner)]
+            if group.derivative_scale is not None:
+                result = result * group.derivative_scale.reshape((-1,) + (1,) * (result.ndim - 1))
+            view[group.channels] = result
+        return out
+
+    def _level_groups(self, level: int) -> list[_Group]:
+        cached = self._groups.get(level)
+        if cached is None:
+            cached = self._groups[level] = _plan_level(
+                self.selection, self.source.factors(level), self.ndim,
+                self.source.base.num_channels,
+            )
+        return cached
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Features computed together at one pyramid level: one original (σ, in_2d)."""
+
+    selection: tuple[filters.FeatureSpec, ...]
+    voxel_size: tuple[float, ...] | None
+    channels: np.ndarray  # where this group's channels go in the full feature stack
+    derivative_scale: np.ndarray | None  # per channel, to level-0 units
+
+
+# Derivative order of each feature's values (structure tensor: products of 1st derivatives).
+_DERIVATIVE_ORDER = {
+    "GaussianSmoothing": 0,
+    "LaplacianOfGaussian": 2,
+    "GaussianGradientMagnitude": 1,
+    "DifferenceOfGaussians": 0,
+    "StructureTensorEigenvalues": 2,
+    "HessianOfGaussianEigenvalues": 2,
+}
+# The smallest per-axis σ (in voxels of a coarse level) we ask the filters for.
+_MIN_AXIS_SIGMA = 0.1
+
+
+def _plan_level(selection, factors, ndim: int, input_channels: int) -> list[_Group]:
+    """How to compute ``selection`` on a level downsampled by ``factors`` (z, y, x).
+
+    The filters take σ in units of the finest active axis and a relative voxel size, and
+    return derivatives per finest voxel. For σ/f per axis we hand them σ/f_min with the
+    factors as voxel size, then rescale derivatives by f_min^-order to level-0 units.
+    """
+    spatial = tuple(float(f) for f in (factors if ndim == 3 else factors[1:]))
+    offsets = np.cumsum([0] + [s.eigenvalue_count(ndim) * input_channels for s in selection])
+    if all(f == 1.0 for f in spatial):
+        return [_Group(selection, None, np.arange(offsets[-1]), None)]
+    by_scale: dict[tuple[float, bool], list[int]] = {}
+    for i, spec in enumerate(selection):
+        by_scale.setdefault((spec.sigma, spec.in_2d), []).append(i)
+    groups = []
+    for (sigma, in_2d), members in by_scale.items():
+        active = spatial[1:] if (ndim == 3 and in_2d) else spatial
+        f_min, f_max = min(active), max(active)
+        level_sigma = max(sigma / f_min, _MIN_AXIS_SIGMA * f_max / f_min)
+        specs = tuple(
+            filters.FeatureSpec(selection[i].feature_id, level_sigma, in_2d) for i in members
+        )
+        channels = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in members])
+        orders = [_DERIVATIVE_ORDER[selection[i].feature_id] for i in members]
+        scale = np.concatenate([
+            np.full(offsets[i + 1] - offsets[i], f_min**-order)
+            for i, order in zip(members, orders, strict=True)
+        ]).astype(np.float32)
+        groups.append(_Group(specs, spatial, channels, scale))
+    return groups
+
+
+def gather_training_samples(
+    computer: FeatureComputer, labelled: Sequence[tuple[Box, np.ndarray]],
+    should_stop=None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features and labels of every labelled voxel.
+
+    Features are computed only for the tight bounding box of the labels inside each
+    labelled block (plus the halo the filters need), and cached per such box.
+    """
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    for block_box, block in labelled:
+        if should_stop is not None and should_stop():
+            break
+        nz = np.nonzero(block)
+        lo = [int(a.min()) for a in nz]
+        hi = [int(a.max()) + 1 for a in nz]
+        tight = Box(lo, hi).translate(block_box.start)
+        labels = block[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
+        feats = computer.features(0, tight)
+        mask = labels > 0
+        xs.append(feats[:, mask].T)
+        ys.append(labels[mask])
+    if not xs:
+        return np.zeros((0, computer.num_features), np.float32), np.zeros(0, np.uint8)
+    return np.concatenate(xs), np.concatenate(ys)

@@ -1,0 +1,178 @@
+"""The pixel classifier: a random forest with ilastik's parameters."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.ensemble import RandomForestClassifier
+
+from ilastik_web.errors import InvalidRequestError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TREES = 100
+# Trees are grown in batches so a superseded training can stop between batches.
+TREE_BATCH = 20
+
+
+class TrainingCancelled(Exception):
+    """Training stopped because newer labels or features superseded it."""
+
+
+@dataclass
+class TrainingReport:
+    samples: int
+    features: int
+    classes: tuple[int, ...]
+    seconds: float
+
+
+class PixelClassifier:
+    """A trained random forest mapping per-voxel features to class probabilities.
+
+    Parameters
+    ----------
+    label_values
+        The class values (1..255) the project has; probabilities are returned in this
+        order, with zeros for classes that had no training voxels.
+    feature_names
+        Names of the feature channels, in the order the forest expects them.
+    """
+
+    def __init__(self, forest: RandomForestClassifier, label_values: Sequence[int],
+                 feature_names: Sequence[str], report: TrainingReport):
+        self.forest = forest
+        self.label_values = tuple(int(v) for v in label_values)
+        self.feature_names = tuple(feature_names)
+        self.report = report
+        trained = [int(v) for v in forest.classes_]
+        self._columns = np.array(
+            [trained.index(v) if v in trained else -1 for v in self.label_values]
+        )
+
+    @classmethod
+    def train(
+        cls,
+        features: np.ndarray,
+        labels: np.ndarray,
+        *,
+        label_values: Sequence[int],
+        feature_names: Sequence[str],
+        n_trees: int = DEFAULT_TREES,
+        n_jobs: int | None = None,
+        random_state: int = 0,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PixelClassifier:
+        """Fit on ``features`` (samples, channels) and ``labels`` (samples,) values >= 1.
+
+        Uses ilastik's forest: ``n_trees`` trees, √F features per split, bootstrap,
+        grown to purity.
+
+        Raises
+        ------
+        InvalidRequestError
+            Fewer than two classes have labels.
+        TrainingCancelled
+            ``should_stop`` returned True between batches of trees.
+        """
+        if features.ndim != 2 or labels.shape != (features.shape[0],):
+            raise InvalidRequestError("features must be (samples, channels), labels (samples,)")
+        present = np.unique(labels)
+        if len(present) < 2:
+            raise InvalidRequestError("training needs labels of at least two classes")
+        start = time.perf_counter()
+        forest = RandomForestClassifier(
+            n_estimators=0,
+            max_features="sqrt",
+            bootstrap=True,
+            n_jobs=n_jobs if n_jobs is not None else os.cpu_count(),
+            random_state=random_state,
+            warm_start=True,
+        )
+        grown = 0
+        while grown < n_trees:
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled()
+            grown = min(n_trees, grown + TREE_BATCH)
+            forest.set_params(n_estimators=grown)
+            forest.fit(features, labels)
+        report = TrainingReport(
+            samples=int(features.shape[0]),
+            features=int(features.shape[1]),
+            classes=tuple(int(v) for v in present),
+            seconds=time.perf_counter() - start,
+        )
+        log.info("trained %d trees on %d samples x %d features in %.2f s",
+                 n_trees, report.samples, report.features, report.seconds)
+        return cls(forest, label_values, feature_names, report)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_values)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities (classes, *spatial) float32 from features (channels, *spatial)."""
+        if features.shape[0] != len(self.feature_names):
+            raise InvalidRequestError(
+                f"classifier expects {len(self.feature_names)} feature channels, "
+                f"got {features.shape[0]}"
+            )
+        spatial = features.shape[1:]
+        flat = features.reshape(features.shape[0], -1).T
+        out = np.zeros((self.num_classes, flat.shape[0]), dtype=np.float32)
+        if flat.shape[0]:
+            proba = self.forest.predict_proba(flat).astype(np.float32, copy=False)
+            for row, column in enumerate(self._columns):
+                if column >= 0:
+                    out[row] = proba[:, column]
+        return out.reshape(self.num_classes, *spatial)
+
+    def feature_importances(self) -> dict[str, float]:
+        """Mean decrease in impurity per feature channel, summing to 1."""
+        return {
+            name: float(v)
+            for name, v in zip(self.feature_names, self.forest.feature_importances_, strict=True)
+        }
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temp file + rename). Only files we wrote are ever loaded."""
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @staticmethod
+    def load(path: Path) -> PixelClassifier:
+        with open(path, "rb") as f:
+            classifier = pickle.load(f)  # noqa: S301 - written by save() in our project folder
+        if not isinstance(classifier, PixelClassifier):
+            raise InvalidRequestError(f"{path} does not hold a classifier")
+        return classifier
+
+
+def probabilities_to_uint8(proba: np.ndarray) -> np.ndarray:
+    """Scale [0, 1] probabilities to uint8 0..255 (rounded)."""
+    return np.clip(np.rint(proba * 255.0), 0, 255).astype(np.uint8)
+
+
+def segmentation_from_probabilities(proba: np.ndarray, label_values: Sequence[int]) -> np.ndarray:
+    """Simple segmentation: the class value of the most probable class, (1, *spatial) uint8."""
+    values = np.asarray(label_values, dtype=np.uint8)
+    return values[np.argmax(proba, axis=0)][None]
+
+
+def uncertainty_from_probabilities(proba: np.ndarray) -> np.ndarray:
+    """ilastik's uncertainty 1 − (p1 − p2) of the two most probable classes, (1, *spatial)."""
+    if proba.shape[0] < 2:
+        return np.zeros((1, *proba.shape[1:]), dtype=np.float32)
+    top2 = np.partition(proba, proba.shape[0] - 2, axis=0)[-2:]
+    return (1.0 - (top2[1] - top2[0]))[None].astype(np.float32)

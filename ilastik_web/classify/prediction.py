@@ -1,0 +1,117 @@
+"""Lazy prediction volumes: probabilities, simple segmentation and uncertainty.
+
+All three read the same cached uint8 probabilities, so the viewer showing them together
+runs the forest once per box.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
+from ilastik_web.cache import ArrayCache
+from ilastik_web.classify.features import FeatureComputer
+from ilastik_web.classify.forest import (
+    PixelClassifier,
+    probabilities_to_uint8,
+    segmentation_from_probabilities,
+    uncertainty_from_probabilities,
+)
+
+
+class _LevelVolume(LazyVolume):
+    """Common metadata: geometry of one source level."""
+
+    def __init__(self, base: LazyVolume, key: str, channels: int):
+        self._base = base
+        self._key = key
+        self._channels = channels
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self._base.shape
+
+    @property
+    def num_channels(self) -> int:
+        return self._channels
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(np.uint8)
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return self._base.voxel_size
+
+    @property
+    def chunk_shape(self) -> tuple[int, int, int]:
+        return self._base.chunk_shape
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+
+class ProbabilityVolume(_LevelVolume):
+    """uint8 class probabilities (0..255) of one classifier at one pyramid level."""
+
+    def __init__(self, classifier: PixelClassifier, computer: FeatureComputer, level: int,
+                 generation: int, cache: ArrayCache):
+        base = computer.source.levels[level]
+        super().__init__(base, f"probabilities/g{generation}/{base.key}", classifier.num_classes)
+        self.classifier = classifier
+        self.computer = computer
+        self.level = level
+        self.cache = cache
+
+    def _read(self, box: Box) -> np.ndarray:
+        return self.cache.get_or_compute((self.key, box), lambda: self._predict(box))
+
+    def _predict(self, box: Box) -> np.ndarray:
+        features = self.computer.features(self.level, box)
+        return probabilities_to_uint8(self.classifier.predict_proba(features))
+
+
+class SegmentationVolume(_LevelVolume):
+    """Simple segmentation: the most probable class value (uint8, one channel)."""
+
+    def __init__(self, probabilities: ProbabilityVolume):
+        super().__init__(probabilities._base, probabilities.key.replace("probabilities", "seg"), 1)
+        self.probabilities = probabilities
+
+    def _read(self, box: Box) -> np.ndarray:
+        proba = self.probabilities.read(box)
+        return segmentation_from_probabilities(proba, self.probabilities.classifier.label_values)
+
+
+class UncertaintyVolume(_LevelVolume):
+    """1 − (p1 − p2) scaled to uint8 0..255, one channel."""
+
+    def __init__(self, probabilities: ProbabilityVolume):
+        super().__init__(
+            probabilities._base, probabilities.key.replace("probabilities", "uncertainty"), 1
+        )
+        self.probabilities = probabilities
+
+    def _read(self, box: Box) -> np.ndarray:
+        proba = self.probabilities.read(box).astype(np.float32) / 255.0
+        return probabilities_to_uint8(uncertainty_from_probabilities(proba))
+
+
+def prediction_pyramids(
+    classifier: PixelClassifier, computer: FeatureComputer, generation: int, cache: ArrayCache
+) -> dict[str, MultiscaleVolume]:
+    """The three served pyramids of one classifier generation, keyed by output name."""
+    probabilities = [
+        ProbabilityVolume(classifier, computer, level, generation, cache)
+        for level in range(len(computer.source))
+    ]
+    return {
+        "probabilities": MultiscaleVolume("probabilities", probabilities),
+        "segmentation": MultiscaleVolume(
+            "segmentation", [SegmentationVolume(p) for p in probabilities]
+        ),
+        "uncertainty": MultiscaleVolume(
+            "uncertainty", [UncertaintyVolume(p) for p in probabilities]
+        ),
+    }

@@ -1,0 +1,487 @@
+"""Projects: the Python API a user scripts, and the server serves.
+
+A project is a folder::
+
+    project.json          source, classes and colours, feature selection, generation
+    labels/               the label store's edit log and checkpoint
+    classifiers/gN.pkl    the classifier of the latest generation N
+
+Example
+-------
+>>> p = Project.create("my-project", source="/data/cells.ome.zarr")  # doctest: +SKIP
+>>> p.add_class("membrane"); p.add_class("background")                # doctest: +SKIP
+>>> p.paint(Stroke(((10.5, 40.5, 40.5), (10.5, 60.5, 80.5)), radius=2, label=1))  # +SKIP
+>>> p.train()                                                          # doctest: +SKIP
+>>> proba = p.predict(Box((10, 0, 0), (11, 256, 256)))                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import filters
+from ilastik_web.abc import Box, MultiscaleVolume
+from ilastik_web.cache import ArrayCache
+from ilastik_web.classify.features import FeatureComputer, gather_training_samples
+from ilastik_web.classify.forest import PixelClassifier
+from ilastik_web.classify.live import LiveTrainer, TrainingStatus
+from ilastik_web.classify.prediction import prediction_pyramids
+from ilastik_web.errors import InvalidRequestError, NotFoundError, NotReadyError
+from ilastik_web.labels import EditResult, LabelSnapshot, LabelStore, Stroke
+
+log = logging.getLogger(__name__)
+
+PROJECT_FILE = "project.json"
+FORMAT_VERSION = 1
+# ilastik's default label colours, in order.
+PALETTE = (
+    "#ff0000", "#00ff00", "#ffff00", "#0000ff", "#ff00ff", "#808000",
+    "#00ffff", "#ff8000", "#8000ff", "#008080", "#c08080", "#80c000",
+)
+# A moderate default: all six features at σ 1.0 and 3.5, plus fine smoothing. Enough to
+# separate membranes, nuclei and background, with a halo small enough to stay live.
+DEFAULT_SELECTION: tuple[tuple[str, float], ...] = (
+    ("GaussianSmoothing", 0.7),
+    ("GaussianSmoothing", 1.6),
+    ("GaussianSmoothing", 3.5),
+    ("LaplacianOfGaussian", 1.0),
+    ("LaplacianOfGaussian", 3.5),
+    ("GaussianGradientMagnitude", 1.0),
+    ("GaussianGradientMagnitude", 3.5),
+    ("DifferenceOfGaussians", 1.6),
+    ("StructureTensorEigenvalues", 1.0),
+    ("HessianOfGaussianEigenvalues", 1.0),
+    ("HessianOfGaussianEigenvalues", 3.5),
+)
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    value: int  # the label value painted, 1..255
+    name: str
+    color: str  # "#rrggbb"
+
+    def to_json(self) -> dict:
+        return {"value": self.value, "name": self.name, "color": self.color}
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One trained classifier and everything needed to serve its predictions."""
+
+    number: int
+    classifier: PixelClassifier
+    computer: FeatureComputer
+    pyramids: dict[str, MultiscaleVolume]
+
+
+def _check_color(color: str) -> str:
+    c = color.strip().lower()
+    if len(c) != 7 or c[0] != "#" or any(ch not in "0123456789abcdef" for ch in c[1:]):
+        raise InvalidRequestError(f"colour must look like #rrggbb, got {color!r}")
+    return c
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Project:
+    """Sources, label classes, feature selection, labels and the classifier.
+
+    Use :meth:`create` or :meth:`open`. Thread-safe. Training runs either synchronously
+    (:meth:`train`) or in the background after each change when ``live=True``.
+
+    Parameters
+    ----------
+    directory
+        The project folder, or None for a project held in memory only.
+    source
+        The raw data pyramid.
+    source_location
+        Where ``source`` was opened from (recorded so :meth:`open` can reopen it).
+    feature_cache_bytes, prediction_cache_bytes
+        Memory budgets of the two caches.
+    """
+
+    def __init__(
+        self,
+        directory: Path | None,
+        source: MultiscaleVolume,
+        *,
+        source_location: str | None = None,
+        voxel_size: Sequence[float] | None = None,
+        classes: Sequence[LabelClass] = (),
+        selection=DEFAULT_SELECTION,
+        generation: int = 0,
+        feature_cache_bytes: int = 2 << 30,
+        prediction_cache_bytes: int = 512 << 20,
+        live: bool = False,
+        debounce_s: float = 0.25,
+        uid: str | None = None,
+    ):
+        # Part of every served URL: chunk URLs are cached forever, so versions of two
+        # projects (or of a project deleted and made again) must never coincide.
+        self.uid = uid or secrets.token_hex(4)
+        self.directory = Path(directory) if directory is not None else None
+        self.source = source
+        self.source_location = source_location
+        self.voxel_size_override = tuple(voxel_size) if voxel_size else None
+        self._lock = threading.RLock()
+        self._classes: dict[int, LabelClass] = {c.value: c for c in classes}
+        self.feature_cache = ArrayCache(feature_cache_bytes)
+        self.prediction_cache = ArrayCache(prediction_cache_bytes)
+        self._computer = FeatureComputer(source, selection, self.feature_cache)
+        self._generation_number = generation
+        self._generation: Generation | None = None
+        self._listeners: list[Callable[[str, dict], None]] = []
+        labels_dir = self.directory / "labels" if self.directory is not None else None
+        self.labels = LabelStore(source.base.shape, labels_dir)
+        if self.directory is not None:
+            self._load_classifier()
+        self._trainer: LiveTrainer | None = None
+        if live:
+            self._trainer = LiveTrainer(
+                self._train_step, debounce_s=debounce_s, on_status=self._on_training_status,
+                generation=self._generation_number,
+            )
+
+    # -- construction --------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        directory: str | Path | None,
+        source: str | MultiscaleVolume,
+        *,
+        voxel_size: Sequence[float] | None = None,
+        allowed_roots: Sequence[Path] | None = None,
+        classes: Sequence[str] = (),
+        selection=DEFAULT_SELECTION,
+        **kwargs,
+    ) -> Project:
+        """Make a new project folder for ``source`` (a location or an opened pyramid)."""
+        volume, location = _resolve_source(source, voxel_size, allowed_roots)
+        directory = Path(directory) if directory is not None else None
+        if directory is not None:
+            if (directory / PROJECT_FILE).exists():
+                raise InvalidRequestError(f"{directory} already holds a project")
+            directory.mkdir(parents=True, exist_ok=True)
+        project = cls(directory, volume, source_location=location, voxel_size=voxel_size,
+                      selection=selection, **kwargs)
+        for name in classes:
+            project.add_class(name)
+        project.save()
+        return project
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | Path,
+        *,
+        source: MultiscaleVolume | None = None,
+        allowed_roots: Sequence[Path] | None = None,
+        **kwargs,
+    ) -> Project:
+        """Reopen a project folder (its source is opened again from the recorded location)."""
+        directory = Path(directory)
+        try:
+            data = json.loads((directory / PROJECT_FILE).read_text())
+        except FileNotFoundError:
+            raise NotFoundError(f"no project at {directory}") from None
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(f"{directory / PROJECT_FILE} is corrupt: {exc}") from None
+        if data.get("format") != FORMAT_VERSION:
+            raise InvalidRequestError(f"{directory} has unsupported format {data.get('format')}")
+        location = data["source"]["location"]
+        voxel_size = data["source"].get("voxel_size")
+        if source is None:
+            if location is None:
+                raise InvalidRequestError(f"{directory}: the source was in memory; pass source=")
+            source, _ = _resolve_source(location, voxel_size, allowed_roots)
+        classes = [LabelClass(c["value"], c["name"], c["color"]) for c in data["classes"]]
+        selection = [tuple(item) for item in data["features"]]
+        return cls(directory, source, source_location=location, voxel_size=voxel_size,
+                   classes=classes, selection=selection, generation=data["generation"],
+                   uid=data["uid"], **kwargs)
+
+    def save(self) -> None:
+        """Write project.json atomically and checkpoint the labels."""
+        if self.directory is None:
+            return
+        with self._lock:
+            _write_json_atomic(self.directory / PROJECT_FILE, self._to_json())
+        self.labels.checkpoint()
+
+    def _save_metadata(self) -> None:
+        if self.directory is not None:
+            with self._lock:
+                _write_json_atomic(self.directory / PROJECT_FILE, self._to_json())
+
+    def _to_json(self) -> dict:
+        return {
+            "format": FORMAT_VERSION,
+            "uid": self.uid,
+            "source": {"location": self.source_location, "voxel_size": self.voxel_size_override},
+            "classes": [c.to_json() for c in self.classes],
+            "features": [[s.feature_id, s.sigma, s.in_2d] for s in self.selection],
+            "generation": self._generation_number,
+        }
+
+    def close(self) -> None:
+        if self._trainer is not None:
+            self._trainer.close()
+        self.labels.close()
+
+    # -- classes --------------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[LabelClass]:
+        with self._lock:
+            return [self._classes[v] for v in sorted(self._classes)]
+
+    def add_class(self, name: str, color: str | None = None) -> LabelClass:
+        name = name.strip()
+        if not name:
+            raise InvalidRequestError("a class needs a name")
+        with self._lock:
+            value = next(v for v in range(1, 256) if v not in self._classes)
+            if color is None:
+                color = PALETTE[(value - 1) % len(PALETTE)]
+            cls = LabelClass(value, name, _check_color(color))
+            self._classes[value] = cls
+            self._save_metadata()
+        self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
+        return cls
+
+    def update_class(self, value: int, *, name: str | None = None,
+                     color: str | None = None) -> LabelClass:
+        with self._lock:
+            old = self._get_class(value)
+            new = LabelClass(value, name.strip() if name else old.name,
+                             _check_color(color) if color else old.color)
+            self._classes[value] = new
+            self._save_metadata()
+        self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
+        return new
+
+    def remove_class(self, value: int) -> None:
+        """Delete a class and erase its labels (undoable through the label store)."""
+        with self._lock:
+            self._get_class(value)
+            del self._classes[value]
+            self._save_metadata()
+        result = self.labels.relabel(value, 0)
+        self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
+        self._labels_changed(result)
+
+    def _get_class(self, value: int) -> LabelClass:
+        try:
+            return self._classes[int(value)]
+        except (KeyError, ValueError):
+            raise NotFoundError(f"no class with value {value}") from None
+
+    # -- features ---------------------------------------------------------------------------
+
+    @property
+    def selection(self) -> tuple[filters.FeatureSpec, ...]:
+        return self._computer.selection
+
+    def set_selection(self, selection) -> None:
+        """Change the feature selection; the next training uses it."""
+        computer = FeatureComputer(self.source, selection, self.feature_cache)
+        with self._lock:
+            self._computer = computer
+            self._save_metadata()
+        self._notify("features", {"features": [[s.feature_id, s.sigma, s.in_2d]
+                                               for s in computer.selection]})
+        if self._trainer is not None:
+            self._trainer.request()
+
+    def feature_importances(self) -> dict[str, float]:
+        """Importance of each feature channel in the current classifier."""
+        return self.current_generation().classifier.feature_importances()
+
+    # -- labels -----------------------------------------------------------------------------
+
+    def paint(self, stroke: Stroke) -> EditResult:
+        """Apply a stroke; durable once this returns. Its class must exist (0 erases)."""
+        if stroke.label != 0:
+            self._get_class(stroke.label)
+        result = self.labels.paint(stroke)
+        self._labels_changed(result)
+        return result
+
+    def undo(self) -> EditResult | None:
+        result = self.labels.undo()
+        if result is not None:
+            self._labels_changed(result)
+        return result
+
+    def redo(self) -> EditResult | None:
+        result = self.labels.redo()
+        if result is not None:
+            self._labels_changed(result)
+        return result
+
+    def _labels_changed(self, result: EditResult) -> None:
+        self._notify("labels", {"revision": result.revision,
+                                "box": [list(result.box.start), list(result.box.stop)]})
+        if self._trainer is not None:
+            self._trainer.request()
+
+    # -- training ---------------------------------------------------------------------------
+
+    def train(self) -> int:
+        """Train now on the current labels and selection; return the new generation."""
+        generation = self._train_step(lambda: False, lambda *a: None)
+        if generation is None:
+            raise InvalidRequestError("training needs labels of at least two classes")
+        return generation
+
+    def wait_for_training(self, timeout: float = 120.0) -> TrainingStatus:
+        """With live training: block until pending changes are trained on."""
+        if self._trainer is None:
+            raise InvalidRequestError("live training is off for this project")
+        return self._trainer.wait_idle(timeout)
+
+    @property
+    def training_status(self) -> TrainingStatus:
+        if self._trainer is not None:
+            return self._trainer.status
+        return TrainingStatus(generation=self._generation_number)
+
+    def _train_step(self, should_stop: Callable[[], bool],
+                    report: Callable[[str, float, str], None]) -> int | None:
+        snapshot: LabelSnapshot = self.labels.snapshot()
+        with self._lock:
+            computer = self._computer
+            label_values = [c.value for c in self.classes]
+        labelled = list(snapshot.labelled_blocks())
+        report("features", 0.0, f"{len(labelled)} labelled blocks")
+        X, y = gather_training_samples(computer, labelled, should_stop=should_stop)
+        if should_stop():
+            return None
+        y_known = np.isin(y, label_values)
+        X, y = X[y_known], y[y_known]
+        if len(np.unique(y)) < 2:
+            return None
+        report("training", 0.5, f"{len(y)} labelled voxels")
+        classifier = PixelClassifier.train(
+            X, y, label_values=label_values, feature_names=computer.channel_names,
+            should_stop=should_stop,
+        )
+        return self._publish(classifier, computer)
+
+    def _publish(self, classifier: PixelClassifier, computer: FeatureComputer) -> int:
+        with self._lock:
+            number = self._generation_number + 1
+            self._generation = Generation(
+                number, classifier, computer,
+                prediction_pyramids(classifier, computer, number, self.prediction_cache),
+            )
+            self._generation_number = number
+            if self.directory is not None:
+                folder = self.directory / "classifiers"
+                folder.mkdir(exist_ok=True)
+                classifier.save(folder / f"g{number}.pkl")
+                for old in folder.glob("g*.pkl"):
+                    if old.name != f"g{number}.pkl":
+                        old.unlink(missing_ok=True)
+                self._save_metadata()
+        # Old generations' predictions will never be asked for again (their URLs 410).
+        self.prediction_cache.discard(lambda key: f"/g{number}/" not in str(key[0]))
+        self._notify("generation", {"generation": number})
+        return number
+
+    def _load_classifier(self) -> None:
+        assert self.directory is not None
+        path = self.directory / "classifiers" / f"g{self._generation_number}.pkl"
+        if not path.exists():
+            return
+        classifier = PixelClassifier.load(path)
+        computer = self._computer
+        if tuple(classifier.feature_names) != tuple(computer.channel_names):
+            log.warning("saved classifier does not match the feature selection; retrain needed")
+            return
+        self._generation = Generation(
+            self._generation_number, classifier, computer,
+            prediction_pyramids(classifier, computer, self._generation_number,
+                                self.prediction_cache),
+        )
+
+    # -- prediction --------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        """The latest classifier generation (0 before the first training)."""
+        return self._generation_number
+
+    def current_generation(self) -> Generation:
+        with self._lock:
+            if self._generation is None:
+                raise NotReadyError("no classifier yet: paint at least two classes")
+            return self._generation
+
+    def predict(self, box: Box, *, level: int = 0) -> np.ndarray:
+        """float32 probabilities (classes, z, y, x) of ``box`` at pyramid ``level``."""
+        generation = self.current_generation()
+        features = generation.computer.features(level, box)
+        return generation.classifier.predict_proba(features)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[str, dict], None]) -> Callable[[], None]:
+        """Call ``listener(kind, payload)`` on every change; returns an unsubscribe function.
+
+        Kinds: "labels", "classes", "features", "generation", "training".
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _on_training_status(self, status: TrainingStatus) -> None:
+        self._notify("training", status.to_json())
+
+    def _notify(self, kind: str, payload: dict) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(kind, payload)
+            except Exception:
+                log.exception("project listener failed")
+
+
+def _resolve_source(source, voxel_size, allowed_roots) -> tuple[MultiscaleVolume, str | None]:
+    if isinstance(source, MultiscaleVolume):
+        return source, None
+    from ilastik_web.sources import open_source
+
+    location = str(source)
+    volume = open_source(
+        location,
+        voxel_size=tuple(voxel_size) if voxel_size else None,
+        allowed_roots=allowed_roots,
+    )
+    return volume, location

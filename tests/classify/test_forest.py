@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+
+from ilastik_web.classify.forest import (
+    PixelClassifier,
+    TrainingCancelled,
+    segmentation_from_probabilities,
+    uncertainty_from_probabilities,
+)
+from ilastik_web.errors import InvalidRequestError
+
+
+def _data(seed=0, n=300):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(1, 3, n).astype(np.uint8)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    X[:, 0] += (y == 2) * 3.0
+    return X, y
+
+
+def test_probabilities_follow_project_classes_with_zeros_for_missing():
+    X, y = _data()
+    clf = PixelClassifier.train(X, y, label_values=[1, 2, 3], feature_names="abcd", n_trees=10)
+    feats = X.T.reshape(4, 1, 10, 30)
+    proba = clf.predict_proba(feats)
+    assert proba.shape == (3, 1, 10, 30)
+    assert np.allclose(proba.sum(axis=0), 1.0, atol=1e-5)
+    assert np.all(proba[2] == 0)
+    assert (np.argmax(proba, axis=0).ravel() + 1 == y).mean() > 0.9
+
+
+def test_needs_two_classes():
+    X, y = _data()
+    with pytest.raises(InvalidRequestError):
+        PixelClassifier.train(X, np.ones_like(y), label_values=[1, 2], feature_names="abcd")
+
+
+def test_stops_between_tree_batches():
+    X, y = _data()
+    with pytest.raises(TrainingCancelled):
+        PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd",
+                              should_stop=lambda: True)
+
+
+def test_importances_name_every_feature(tmp_path):
+    X, y = _data()
+    clf = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=20)
+    imp = clf.feature_importances()
+    assert set(imp) == set("abcd") and abs(sum(imp.values()) - 1) < 1e-6
+    assert max(imp, key=imp.get) == "a"
+    clf.save(tmp_path / "g1.pkl")
+    again = PixelClassifier.load(tmp_path / "g1.pkl")
+    feats = X.T.reshape(4, 1, 1, -1)
+    assert np.array_equal(again.predict_proba(feats), clf.predict_proba(feats))
+
+
+def test_segmentation_and_uncertainty():
+    proba = np.array([[0.7, 0.2, 0.5], [0.2, 0.8, 0.5], [0.1, 0.0, 0.0]], np.float32)
+    proba = proba.reshape(3, 1, 1, 3)
+    seg = segmentation_from_probabilities(proba, [1, 2, 5])
+    assert seg.ravel().tolist() == [1, 2, 1]
+    unc = uncertainty_from_probabilities(proba).ravel()
+    assert np.allclose(unc, [0.5, 0.4, 1.0])
