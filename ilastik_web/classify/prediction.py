@@ -10,13 +10,9 @@ import numpy as np
 
 from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
+from ilastik_web.classify.blockwise import encode_probabilities, predict_block
 from ilastik_web.classify.features import FeatureComputer
-from ilastik_web.classify.forest import (
-    PixelClassifier,
-    probabilities_to_uint8,
-    segmentation_from_probabilities,
-    uncertainty_from_probabilities,
-)
+from ilastik_web.classify.forest import PixelClassifier
 
 
 class _LevelVolume(LazyVolume):
@@ -68,8 +64,8 @@ class ProbabilityVolume(_LevelVolume):
         return self.cache.get_or_compute((self.key, box), lambda: self._predict(box))
 
     def _predict(self, box: Box) -> np.ndarray:
-        features = self.computer.features(self.level, box)
-        return probabilities_to_uint8(self.classifier.predict_proba(features))
+        return predict_block(self.classifier, self.computer, box, output="probabilities",
+                             level=self.level)
 
 
 class SegmentationVolume(_LevelVolume):
@@ -80,8 +76,8 @@ class SegmentationVolume(_LevelVolume):
         self.probabilities = probabilities
 
     def _read(self, box: Box) -> np.ndarray:
-        proba = self.probabilities.read(box)
-        return segmentation_from_probabilities(proba, self.probabilities.classifier.label_values)
+        return encode_probabilities(self.probabilities.read(box), output="segmentation",
+                                    label_values=self.probabilities.classifier.label_values)
 
 
 class UncertaintyVolume(_LevelVolume):
@@ -94,8 +90,8 @@ class UncertaintyVolume(_LevelVolume):
         self.probabilities = probabilities
 
     def _read(self, box: Box) -> np.ndarray:
-        proba = self.probabilities.read(box).astype(np.float32) / 255.0
-        return probabilities_to_uint8(uncertainty_from_probabilities(proba))
+        return encode_probabilities(self.probabilities.read(box), output="uncertainty",
+                                    label_values=self.probabilities.classifier.label_values)
 
 
 def prediction_pyramids(
