@@ -41,3 +41,7 @@ class SourceError(IlastikWebError):
 
     The message is one line that names the path and the problem.
     """
+
+
+class UnauthenticatedError(IlastikWebError):
+    """The caller has not shown valid credentials (maps to 401)."""

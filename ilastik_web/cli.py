@@ -1,0 +1,222 @@
+"""The ``ilastik-web`` command line.
+
+``ilastik-web serve [PATH ...]`` opens the sources and serves them with the viewer on
+one port; more subcommands (predict, jobs) add themselves to :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import socket
+import sys
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+
+from ilastik_web.cache import ArrayCache
+from ilastik_web.config import TOKEN_ENV, ServerConfig
+from ilastik_web.errors import IlastikWebError
+
+log = logging.getLogger("ilastik_web.cli")
+
+EXIT_USAGE = 2
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class CommandError(Exception):
+    """A problem to report as one line, exiting with status 2."""
+
+
+def _voxel_size(text: str) -> tuple[float, float, float]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected three positive numbers Z,Y,X in nanometres, got {text!r}"
+        )
+    return (values[0], values[1], values[2])
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ilastik-web",
+        description="Interactive ilastik-style pixel classification in the browser, "
+        "through Neuroglancer, for volumes larger than memory.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    add_serve_command(commands)
+    return parser
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve volumes with the Neuroglancer viewer",
+        description="Open each PATH and serve it, with the viewer, API and data on one port. "
+        "Prints the viewer URL. Without PATH, serves the built-in demo volume and its "
+        "ground-truth labels.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "paths", nargs="*", metavar="PATH",
+        help="volumes to open (any format the sources support: zarr, N5, HDF5, TIFF, ...); "
+        "none: the built-in demo",
+    )
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind; anything but loopback should use --token")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (0: any free)")
+    serve.add_argument("--no-browser", action="store_true",
+                       help="do not open a browser on the viewer URL")
+    serve.add_argument("--token", default=None,
+                       help=f"require this access token (default: ${TOKEN_ENV} if set, else none)")
+    serve.add_argument("--allow-root", action="append", default=[], metavar="DIR", type=Path,
+                       help="only open sources under DIR (repeatable; default: anywhere)")
+    serve.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
+                       help="voxel size in nanometres, overriding the files' metadata")
+    serve.add_argument("--cache-mb", type=_positive_int, default=1024, metavar="N",
+                       help="memory budget of the data cache in MiB")
+    serve.add_argument("--workers", type=_positive_int, default=4, metavar="N",
+                       help="threads reading and encoding chunks")
+    serve.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    serve.set_defaults(run=run_serve)
+
+
+def open_layers(args: argparse.Namespace, cache: ArrayCache) -> list:
+    """StaticLayers for the requested paths, or for the demo when there are none."""
+    from ilastik_web.sources import open_source
+    from neuroglancer_ext.display import LayerDisplay, class_colors
+    from neuroglancer_ext.layers import StaticLayer, make_layer_id
+
+    roots = [root.resolve() for root in args.allow_root] or None
+    layers: list[StaticLayer] = []
+    taken: list[str] = []
+
+    def add(location: Path | str, voxel_size, **kwargs) -> StaticLayer:
+        volume = open_source(
+            str(location), voxel_size=voxel_size, allowed_roots=roots, cache=cache
+        )
+        name = volume.name or Path(str(location)).stem
+        layer_id = make_layer_id(name, taken)
+        taken.append(layer_id)
+        layer = StaticLayer(layer_id, volume, cache=cache, location=str(location), **kwargs)
+        log.info("serving %s as %r: %r", location, layer_id, volume)
+        layers.append(layer)
+        return layer
+
+    if args.paths:
+        for path in args.paths:
+            add(path, args.voxel_size)
+        return layers
+    from ilastik_web.demo import ensure_demo
+
+    demo = ensure_demo()
+    voxel_size = args.voxel_size or demo.voxel_size
+    add(demo.raw_path, voxel_size)
+    if demo.labels_path is not None:
+        display = LayerDisplay(segment_colors=class_colors(len(demo.class_names)), opacity=0.5)
+        add(demo.labels_path, voxel_size, kind="segmentation", name="ground truth",
+            display=display)
+    return layers
+
+
+def viewer_url(host: str, port: int, viewer_token: str, token: str | None) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.getfqdn()
+    elif ":" in host:
+        host = f"[{host}]"
+    url = f"http://{host}:{port}/v/{viewer_token}/"
+    return f"{url}?token={token}" if token else url
+
+
+async def _serve(
+    args: argparse.Namespace, config: ServerConfig, layers: list, cache: ArrayCache
+) -> None:
+    from ilastik_web.server.app import create_app, serve
+
+    app = create_app(config, layers=layers, cache=cache)
+    try:
+        runner = await serve(app, config.host, config.port)
+    except OSError as exc:
+        reason = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CommandError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+    port = config.port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            port = address[1]
+            break
+    url = viewer_url(config.host, port, config.viewer_token, config.token)
+    log.info("viewer at %s", url)
+    sys.stdout.write(url + "\n")
+    sys.stdout.flush()
+    if not args.no_browser:
+        webbrowser.open(url)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    token = args.token or ServerConfig.token_from_env()
+    if args.host not in LOOPBACK and not token:
+        log.warning("listening on %s without --token: anyone who can reach it has access",
+                    args.host)
+    cache = ArrayCache(args.cache_mb * 1024 * 1024)
+    try:
+        layers = open_layers(args, cache)
+    except (IlastikWebError, OSError, ValueError) as exc:
+        raise CommandError(str(exc) or type(exc).__name__) from None
+    config = ServerConfig(
+        host=args.host,
+        port=args.port,
+        token=token,
+        allowed_roots=tuple(args.allow_root),
+        cache_bytes=args.cache_mb * 1024 * 1024,
+        workers=args.workers,
+    )
+    try:
+        asyncio.run(_serve(args, config, layers, cache))
+    except KeyboardInterrupt:
+        log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.run(args)
+    except CommandError as exc:
+        sys.stderr.write(f"ilastik-web: error: {exc}\n")
+        return EXIT_USAGE

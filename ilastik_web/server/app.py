@@ -1,0 +1,142 @@
+"""The app factory: one aiohttp application serving API, precomputed data and viewer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from ilastik_web.cache import ArrayCache
+from ilastik_web.config import ServerConfig
+from ilastik_web.server.api import api_routes
+from ilastik_web.server.auth import auth_middleware, policy_for_token
+from ilastik_web.server.context import CONTEXT_KEY, ServerContext
+from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.routing import RouteTable
+from neuroglancer_ext.layers import LayerRegistry, ServedLayer
+from neuroglancer_ext.precomputed_routes import precomputed_routes
+from neuroglancer_ext.session import ViewerSession, ViewerSessions
+from neuroglancer_ext.static import StaticClient
+from neuroglancer_ext.viewer_routes import viewer_routes
+from neuroglancer_ext.viewer_state import initial_state
+
+log = logging.getLogger(__name__)
+
+#: Largest request body accepted (viewer states are the biggest).
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """Let any origin read our data (Neuroglancer instances elsewhere); answer preflights."""
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        return web.Response(
+            status=204,
+            headers={
+                "Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600",
+            },
+        )
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["Access-Control-Allow-Origin"] = "*"
+        raise
+    if not response.prepared:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def create_app(
+    config: ServerConfig | None = None,
+    *,
+    layers: Iterable[ServedLayer] = (),
+    cache: ArrayCache | None = None,
+    client: StaticClient | None = None,
+) -> web.Application:
+    """Build the application.
+
+    Parameters
+    ----------
+    config
+        Settings (defaults: open access, 1 GiB cache, 4 worker threads).
+    layers
+        Layers to serve from the start, bottom first; the default viewer shows them,
+        centred on the first source.
+    cache
+        The array cache the layers' computed levels use (one is made from
+        ``config.cache_bytes`` if not given).
+    client
+        The Neuroglancer client files (default: from the ``neuroglancer`` package).
+
+    Returns
+    -------
+    aiohttp.web.Application
+        With the :class:`ServerContext` at ``app[CONTEXT_KEY]``.
+    """
+    config = config or ServerConfig()
+    registry = LayerRegistry()
+    for layer in layers:
+        registry.add(layer)
+    sessions = ViewerSessions()
+    table = RouteTable()
+    ctx = ServerContext(
+        config=config,
+        registry=registry,
+        sessions=sessions,
+        cache=cache or ArrayCache(config.cache_bytes),
+        executor=ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ilastik-web"),
+        policy=policy_for_token(config.token),
+        table=table,
+        client=client or StaticClient(),
+    )
+    sources = registry.sources()
+    reference = sources[0].volume(sources[0].version) if sources else None
+    session = sessions.add(
+        ViewerSession(config.viewer_token, initial_state(registry.list(), reference))
+    )
+    session.follow(registry)
+
+    table.extend(api_routes(ctx))
+    table.extend(precomputed_routes(registry, ctx.executor))
+    table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
+
+    app = web.Application(
+        middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],
+        client_max_size=MAX_REQUEST_BYTES,
+    )
+    app[CONTEXT_KEY] = ctx
+    table.register(app)
+
+    async def close_streams(app: web.Application) -> None:
+        sessions.close_all()
+
+    async def stop_workers(app: web.Application) -> None:
+        ctx.executor.shutdown(wait=False, cancel_futures=True)
+
+    app.on_shutdown.append(close_streams)
+    app.on_cleanup.append(stop_workers)
+    return app
+
+
+async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Start ``app`` on ``host:port``; cancelled requests cancel their handlers."""
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+async def serve_forever(app: web.Application, host: str, port: int) -> None:
+    """Serve until cancelled (Ctrl-C), then shut down cleanly."""
+    runner = await serve(app, host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,45 @@
+"""What route handlers share, owned by one app (no module globals)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ilastik_web.cache import ArrayCache
+from ilastik_web.config import ServerConfig
+from ilastik_web.server.auth import AccessPolicy
+from ilastik_web.server.routing import RouteTable
+from neuroglancer_ext.layers import LayerRegistry
+from neuroglancer_ext.session import ViewerSession, ViewerSessions
+from neuroglancer_ext.static import StaticClient
+
+
+@dataclass
+class ServerContext:
+    """Everything the routes of one app work with.
+
+    Route modules take it as ``xxx_routes(ctx) -> list[Route]``; later groups (labels,
+    classification, jobs) add their own objects here.
+    """
+
+    config: ServerConfig
+    registry: LayerRegistry
+    sessions: ViewerSessions
+    cache: ArrayCache
+    executor: ThreadPoolExecutor
+    policy: AccessPolicy
+    table: RouteTable
+    client: StaticClient
+
+    @property
+    def default_session(self) -> ViewerSession:
+        return self.sessions.get(self.config.viewer_token)
+
+    def viewer_path(self) -> str:
+        """Path of the default viewer page."""
+        return f"/v/{self.config.viewer_token}/"
+
+
+CONTEXT_KEY = web.AppKey("ilastik_web_context", ServerContext)

@@ -1,0 +1,282 @@
+"""Project routes: classes, strokes, undo/redo, feature selection, training, live events.
+
+Coordinates in this API are voxel coordinates of the source's full resolution, in the
+viewer's x, y, z order (fields say so: ``points_xyz``). Handlers only parse and call the
+:class:`~ilastik_web.project.Project` API in the worker pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+
+import filters
+from ilastik_web.errors import InvalidRequestError
+from ilastik_web.labels import EditResult, Stroke
+from ilastik_web.server.projects import ProjectHub, ServedProject
+from ilastik_web.server.routing import Param, Route, read_json
+from ilastik_web.server.urls import base_url
+from neuroglancer_ext.viewer_state import precomputed_path
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_PROJECT = Param("project_id", description="Project id, as listed by /api/projects")
+_CLASS = Param("value", description="Class value (1..255)", schema={"type": "integer"})
+
+
+def _edit_json(result: EditResult | None) -> dict[str, Any]:
+    if result is None:
+        return {"changed": False}
+    return {"changed": True, "revision": result.revision,
+            "box_xyz": [list(result.box.start[::-1]), list(result.box.stop[::-1])]}
+
+
+def stroke_from_json(body: Any) -> Stroke:
+    """A :class:`Stroke` from ``{"points_xyz", "radius", "label", "plane"}``."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError("a stroke must be a JSON object")
+    points = body.get("points_xyz")
+    if not isinstance(points, list) or not all(
+        isinstance(p, list) and len(p) == 3 and all(isinstance(c, int | float) for c in p)
+        for p in points
+    ):
+        raise InvalidRequestError("points_xyz must be a list of [x, y, z] numbers")
+    for key in ("radius", "label"):
+        if not isinstance(body.get(key), int | float) or isinstance(body.get(key), bool):
+            raise InvalidRequestError(f"{key} must be a number")
+    if int(body["label"]) != body["label"]:
+        raise InvalidRequestError("label must be an integer")
+    return Stroke(
+        points=tuple((p[2], p[1], p[0]) for p in points),
+        radius=body["radius"],
+        label=int(body["label"]),
+        plane=body.get("plane", "xy"),
+    )
+
+
+def selection_from_json(body: Any) -> list[tuple]:
+    items = body.get("selection") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        raise InvalidRequestError('expected {"selection": [[feature_id, sigma, in_2d?], ...]}')
+    out = []
+    for item in items:
+        if not isinstance(item, list) or len(item) not in (2, 3):
+            raise InvalidRequestError(f"selection item {item!r} is not [feature_id, sigma, in_2d?]")
+        out.append(tuple(item))
+    try:
+        filters.normalize_selection(out)
+    except ValueError as exc:
+        raise InvalidRequestError(str(exc)) from None
+    return out
+
+
+def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
+    project = served.project
+    layers = {}
+    for role, layer_id in served.layer_ids().items():
+        if role == "raw":
+            layers[role] = {"id": layer_id}
+            continue
+        layer = (served.label_layer if role == "labels" else served.prediction_layers[role])
+        url = base + precomputed_path(layer.layer_id, layer.version)
+        layers[role] = {"id": layer.layer_id, "version": layer.version, "precomputed": url}
+    return {
+        "id": served.project_id,
+        "uid": project.uid,
+        "source": project.source_location,
+        "shape_xyz": list(project.source.base.shape[::-1]),
+        "classes": [c.to_json() for c in project.classes],
+        "features": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
+        "generation": project.generation,
+        "label_revision": project.labels.revision,
+        "can_undo": project.labels.can_undo,
+        "can_redo": project.labels.can_redo,
+        "training": project.training_status.to_json(),
+        "layers": layers,
+    }
+
+
+def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
+    """Routes over the projects in ``hub``; blocking work runs in ``executor``."""
+
+    async def run(fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    def served_of(request: web.Request) -> ServedProject:
+        return hub.get(request.match_info["project_id"])
+
+    def class_value(request: web.Request) -> int:
+        try:
+            return int(request.match_info["value"])
+        except ValueError:
+            raise InvalidRequestError("class value must be an integer") from None
+
+    async def list_projects(request: web.Request) -> web.Response:
+        base = base_url(request)
+        return web.json_response({"projects": [describe_project(s, base) for s in hub.list()]})
+
+    async def get_project(request: web.Request) -> web.Response:
+        return web.json_response(describe_project(served_of(request), base_url(request)))
+
+    async def add_class(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("name"), str):
+            raise InvalidRequestError('expected {"name": "...", "color": "#rrggbb"?}')
+        color = body.get("color")
+        if color is not None and not isinstance(color, str):
+            raise InvalidRequestError("color must be a string like #rrggbb")
+        created = await run(lambda: project.add_class(body["name"], color))
+        return web.json_response(created.to_json(), status=201)
+
+    async def update_class(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        value = class_value(request)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise InvalidRequestError('expected {"name"?: "...", "color"?: "#rrggbb"}')
+        name, color = body.get("name"), body.get("color")
+        if (name is not None and not isinstance(name, str)) or (
+            color is not None and not isinstance(color, str)
+        ):
+            raise InvalidRequestError("name and color must be strings")
+        updated = await run(lambda: project.update_class(value, name=name, color=color))
+        return web.json_response(updated.to_json())
+
+    async def delete_class(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        value = class_value(request)
+        await run(lambda: project.remove_class(value))
+        return web.json_response({"deleted": value})
+
+    async def paint(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        stroke = stroke_from_json(await read_json(request))
+        # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
+        result = await run(lambda: project.paint(stroke))
+        return web.json_response(_edit_json(result))
+
+    async def undo(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        return web.json_response(_edit_json(await run(project.undo)))
+
+    async def redo(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        return web.json_response(_edit_json(await run(project.redo)))
+
+    async def get_features(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        return web.json_response({
+            "selection": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
+            "feature_ids": list(filters.FEATURE_IDS),
+            "scales": list(filters.DEFAULT_SCALES),
+        })
+
+    async def set_features(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        selection = selection_from_json(await read_json(request))
+        await run(lambda: project.set_selection(selection))
+        return await get_features(request)
+
+    async def importance(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        values = await run(project.feature_importances)
+        return web.json_response({"generation": project.generation, "importance": values})
+
+    async def train(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        generation = await run(project.train)
+        return web.json_response({"generation": generation})
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        """Push project events as JSON: {"kind": ..., "payload": ...}."""
+        served = served_of(request)
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[dict] = asyncio.Queue(maxsize=1000)
+
+        def push(kind: str, payload: dict) -> None:
+            def put() -> None:
+                if queue.full():  # a stalled client drops old events, never blocks us
+                    queue.get_nowait()
+                queue.put_nowait({"kind": kind, "payload": payload})
+
+            loop.call_soon_threadsafe(put)
+
+        unsubscribe = served.project.subscribe(push)
+        await ws.send_json({"kind": "hello",
+                            "payload": describe_project(served, base_url(request))})
+
+        async def forward() -> None:
+            while True:
+                message = await queue.get()
+                await ws.send_str(json.dumps(message))
+
+        sender = asyncio.create_task(forward())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            sender.cancel()
+            unsubscribe()
+        return ws
+
+    tags = ("projects",)
+    p = (_PROJECT,)
+    edit = {200: "The new label revision (or changed=false)", 404: "No such project"}
+    return [
+        Route("GET", "/api/projects", list_projects, name="list_projects", tags=tags,
+              summary="Open projects with classes, features, generation and layer URLs"),
+        Route("GET", "/api/projects/{project_id}", get_project, name="get_project", tags=tags,
+              summary="One project", parameters=p, responses={200: "The project", 404: "None"}),
+        Route("POST", "/api/projects/{project_id}/classes", add_class, name="add_class",
+              summary="Add a label class", permission="write", parameters=p, tags=tags,
+              request_body='{"name": str, "color": "#rrggbb" (optional)}',
+              responses={201: "The new class", 400: "Bad name or colour"}),
+        Route("PATCH", "/api/projects/{project_id}/classes/{value}", update_class,
+              name="update_class", summary="Rename or recolour a class", permission="write",
+              parameters=(*p, _CLASS), tags=tags, request_body='{"name"?: str, "color"?: str}',
+              responses={200: "The class", 404: "No such class"}),
+        Route("DELETE", "/api/projects/{project_id}/classes/{value}", delete_class,
+              name="delete_class", summary="Delete a class and erase its labels (undoable)",
+              permission="write", parameters=(*p, _CLASS), tags=tags,
+              responses={200: "Deleted", 404: "No such class"}),
+        Route("POST", "/api/projects/{project_id}/strokes", paint, name="paint",
+              summary="Paint a stroke; answered once it is durable", permission="write",
+              parameters=p, tags=tags, responses={**edit, 400: "Malformed stroke"},
+              request_body='{"points_xyz": [[x, y, z], ...], "radius": voxels, '
+                           '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}'),
+        Route("POST", "/api/projects/{project_id}/undo", undo, name="undo", tags=tags,
+              summary="Undo the latest label edit", permission="write", parameters=p,
+              responses=edit),
+        Route("POST", "/api/projects/{project_id}/redo", redo, name="redo", tags=tags,
+              summary="Redo the latest undone label edit", permission="write", parameters=p,
+              responses=edit),
+        Route("GET", "/api/projects/{project_id}/features", get_features, name="get_features",
+              summary="The feature selection and the available features and scales",
+              parameters=p, tags=tags),
+        Route("PUT", "/api/projects/{project_id}/features", set_features, name="set_features",
+              summary="Replace the feature selection (retrains)", permission="write",
+              parameters=p, tags=tags,
+              request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
+              responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
+        Route("GET", "/api/projects/{project_id}/importance", importance, name="importance",
+              summary="Feature importance of the current classifier, per channel",
+              parameters=p, tags=tags, responses={200: "Importances", 503: "No classifier"}),
+        Route("POST", "/api/projects/{project_id}/train", train, name="train", tags=tags,
+              summary="Train now and wait for the new generation", permission="write",
+              parameters=p, responses={200: "The new generation", 400: "Too few classes"}),
+        Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
+              summary="WebSocket of project events (labels, classes, features, generation, "
+                      "training status)", parameters=p, tags=tags,
+              responses={101: "Switching to WebSocket"}),
+    ]

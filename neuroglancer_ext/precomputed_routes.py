@@ -1,0 +1,110 @@
+"""HTTP routes serving every registered layer as a Neuroglancer precomputed volume.
+
+``GET /precomputed/{layer_id}/{version}/info`` and
+``GET /precomputed/{layer_id}/{version}/{scale_key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}``.
+
+Chunks are read and encoded in a worker pool; when the client disconnects, aiohttp
+cancels the handler (the app runs with ``handler_cancellation=True``) and a read still
+waiting in the pool's queue is cancelled with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import Executor
+
+from aiohttp import web
+
+from ilastik_web.server.routing import Param, Route
+from neuroglancer_ext import precomputed
+from neuroglancer_ext.layers import LayerRegistry
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+_LAYER_PARAMS = (
+    Param("layer_id", description="Layer id, as listed by /api/sources"),
+    Param("version", description="Layer version; chunks under a version never change"),
+)
+
+
+def accepts_gzip(request: web.Request) -> bool:
+    """True when the Accept-Encoding header allows gzip (and does not give it q=0)."""
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower()
+            if q.startswith("q="):
+                try:
+                    return float(q[2:]) > 0
+                except ValueError:
+                    return False
+            return True
+    return False
+
+
+def precomputed_routes(registry: LayerRegistry, executor: Executor) -> list[Route]:
+    """The precomputed routes over ``registry``, reading chunks in ``executor``."""
+
+    async def get_info(request: web.Request) -> web.Response:
+        layer = registry.get(request.match_info["layer_id"])
+        volume = layer.volume(request.match_info["version"])
+        document = precomputed.info(volume, kind=layer.kind)
+        return web.Response(
+            text=json.dumps(document),
+            content_type="application/json",
+            headers={"Cache-Control": "no-cache"},
+        )
+
+    async def get_chunk(request: web.Request) -> web.Response:
+        layer = registry.get(request.match_info["layer_id"])
+        volume = layer.volume(request.match_info["version"])
+        level_index = precomputed.parse_scale_key(request.match_info["scale_key"], volume)
+        box = precomputed.parse_chunk_name(request.match_info["chunk"])
+        level = volume.levels[level_index]
+        sizes = precomputed.chunk_sizes(level, flat_2d=precomputed.is_2d(volume))
+        precomputed.check_chunk_box(box, level, sizes)
+        gzipped = accepts_gzip(request)
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(
+            executor,
+            lambda: precomputed.read_chunk(volume, level_index, box, gzipped=gzipped),
+        )
+        headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        return web.Response(body=body, content_type="application/octet-stream", headers=headers)
+
+    errors = {
+        400: "Malformed request, or a chunk off the grid or outside the volume",
+        404: "Unknown layer, version or scale",
+        410: "This version of the layer was superseded",
+        503: "Not ready yet; retry after the Retry-After delay",
+    }
+    return [
+        Route(
+            "GET",
+            "/precomputed/{layer_id}/{version}/info",
+            get_info,
+            name="precomputed_info",
+            summary="Neuroglancer precomputed info: every pyramid level of a layer",
+            parameters=_LAYER_PARAMS,
+            responses={200: "The info JSON", **errors},
+            tags=("precomputed",),
+        ),
+        Route(
+            "GET",
+            "/precomputed/{layer_id}/{version}/{scale_key}/{chunk}",
+            get_chunk,
+            name="precomputed_chunk",
+            summary="One raw chunk: little-endian (c, z, y, x) bytes, gzip when accepted",
+            parameters=(
+                *_LAYER_PARAMS,
+                Param("scale_key", description="Pyramid level key, s0 (finest) to sN"),
+                Param("chunk", description="Chunk box x0-x1_y0-y1_z0-z1 on the chunk grid"),
+            ),
+            responses={200: "Chunk bytes", **errors},
+            content_type="application/octet-stream",
+            tags=("precomputed",),
+        ),
+    ]

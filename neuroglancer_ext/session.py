@@ -1,0 +1,233 @@
+"""Viewer sessions: the state shared between the server and every open viewer tab.
+
+Neuroglancer's client keeps two JSON states in sync with its server, each tagged with a
+generation: ``"s"`` (the viewer state: layers, position, layout) and ``"c"`` (config:
+actions, key bindings, UI flags). The server pushes a state whenever its generation
+differs from what a client last saw; a client posts its changes together with the
+generation they were based on, and a stale base is refused (412) — the client then
+takes the newer state from the push. Server code changes state through
+:meth:`TrackedState.update`, from any thread, and every connected client follows live.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ilastik_web.errors import InvalidRequestError, NotFoundError
+from neuroglancer_ext.layers import LayerRegistry, ServedLayer
+from neuroglancer_ext.viewer_state import apply_layer_event
+
+log = logging.getLogger(__name__)
+
+ActionCallback = Callable[[dict[str, Any]], None]
+
+
+class GenerationConflictError(Exception):
+    """A client's change was based on a generation that is no longer current."""
+
+
+def new_generation() -> str:
+    return secrets.token_hex(8)
+
+
+class TrackedState:
+    """A JSON state with a generation, changed atomically; thread-safe.
+
+    Parameters
+    ----------
+    state
+        Initial JSON-able state.
+    on_change
+        Called (outside the lock) after every change.
+    """
+
+    def __init__(self, state: dict[str, Any], on_change: Callable[[], None]):
+        self._lock = threading.Lock()
+        self._state = copy.deepcopy(state)
+        self._generation = new_generation()
+        self._on_change = on_change
+
+    def snapshot(self) -> tuple[dict[str, Any], str]:
+        """A copy of the state and its generation."""
+        with self._lock:
+            return copy.deepcopy(self._state), self._generation
+
+    @property
+    def generation(self) -> str:
+        with self._lock:
+            return self._generation
+
+    def set(
+        self,
+        state: dict[str, Any],
+        *,
+        generation: str | None = None,
+        expected_generation: str | None = None,
+    ) -> str:
+        """Replace the state and return the new generation.
+
+        Raises
+        ------
+        GenerationConflictError
+            ``expected_generation`` is given and is not the current generation.
+        """
+        with self._lock:
+            if expected_generation is not None and expected_generation != self._generation:
+                raise GenerationConflictError(
+                    f"state changed since generation {expected_generation!r}"
+                )
+            self._state = copy.deepcopy(state)
+            self._generation = generation or new_generation()
+            result = self._generation
+        self._on_change()
+        return result
+
+    def update(self, change: Callable[[dict[str, Any]], dict[str, Any] | None]) -> str:
+        """Apply ``change`` to a copy of the state atomically; return the new generation.
+
+        ``change`` may edit its argument in place (returning None) or return a new state.
+        """
+        with self._lock:
+            draft = copy.deepcopy(self._state)
+            result = change(draft)
+            self._state = draft if result is None else result
+            self._generation = new_generation()
+            generation = self._generation
+        self._on_change()
+        return generation
+
+
+class _Subscriber:
+    """An SSE connection waiting for changes, woken from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def wake(self) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.event.set)
+        except RuntimeError:  # the loop is closed: the connection is gone anyway
+            pass
+
+
+class ViewerSession:
+    """One shared viewer: its states, its connected clients and its actions.
+
+    Parameters
+    ----------
+    token
+        The id in the viewer URL ``/v/<token>/``.
+    state
+        Initial viewer state (``"s"``).
+    config
+        Initial config state (``"c"``).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        state: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ):
+        self.token = token
+        self._lock = threading.Lock()
+        self._subscribers: set[_Subscriber] = set()
+        self._actions: dict[str, list[ActionCallback]] = {}
+        self.closed = False
+        self.shared = TrackedState(state or {}, self._wake_all)
+        self.config = TrackedState(config or {}, self._wake_all)
+
+    @property
+    def states(self) -> dict[str, TrackedState]:
+        """The synchronised states by the client's key."""
+        return {"c": self.config, "s": self.shared}
+
+    def subscribe(self) -> _Subscriber:
+        """Register the calling event loop's connection for change notifications."""
+        subscriber = _Subscriber(asyncio.get_running_loop())
+        with self._lock:
+            self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            self._subscribers.discard(subscriber)
+
+    @property
+    def num_clients(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for subscriber in subscribers:
+            subscriber.wake()
+
+    def close(self) -> None:
+        """End every event stream (server shutdown)."""
+        self.closed = True
+        self._wake_all()
+
+    def add_action(self, name: str, callback: ActionCallback) -> None:
+        """Call ``callback(state)`` when a client triggers action ``name``.
+
+        The action is announced to clients through the config state's ``actions``.
+        """
+        with self._lock:
+            self._actions.setdefault(name, []).append(callback)
+            names = sorted(self._actions)
+        self.config.update(lambda c: {**c, "actions": names})
+
+    def invoke_action(self, name: str, state: dict[str, Any]) -> int:
+        """Run the callbacks of action ``name``; return how many ran."""
+        with self._lock:
+            callbacks = list(self._actions.get(name, ()))
+        for callback in callbacks:
+            callback(state)
+        return len(callbacks)
+
+    def follow(self, registry: LayerRegistry) -> None:
+        """Keep this session's layers in step with ``registry`` (added, new versions, removed)."""
+
+        def on_event(event: str, layer: ServedLayer) -> None:
+            self.shared.update(lambda s: apply_layer_event(s, event, layer))
+
+        registry.add_listener(on_event)
+
+
+class ViewerSessions:
+    """The viewer sessions of one app, by token."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sessions: dict[str, ViewerSession] = {}
+
+    def add(self, session: ViewerSession) -> ViewerSession:
+        with self._lock:
+            if session.token in self._sessions:
+                raise InvalidRequestError(f"viewer session {session.token!r} exists already")
+            self._sessions[session.token] = session
+        return session
+
+    def get(self, token: str) -> ViewerSession:
+        with self._lock:
+            session = self._sessions.get(token)
+        if session is None:
+            raise NotFoundError(f"no viewer session {token!r}")
+        return session
+
+    def list(self) -> list[ViewerSession]:
+        with self._lock:
+            return list(self._sessions.values())
+
+    def close_all(self) -> None:
+        for session in self.list():
+            session.close()
