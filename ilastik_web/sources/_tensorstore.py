@@ -1,0 +1,57 @@
+"""Opening arrays with tensorstore and wrapping them as lazy volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+from ilastik_web.errors import SourceError
+from ilastik_web.sources._common import AxisLayout, StoredArrayVolume, short_reason
+
+
+def open_tensorstore(spec: dict[str, Any], location: str) -> ts.TensorStore:
+    """Open ``spec`` read-only with its origin moved to 0; SourceError on failure."""
+    try:
+        store = ts.open({**spec, "open": True}, read=True).result()
+    except Exception as exc:
+        raise SourceError(f"{location}: cannot open: {short_reason(exc)}") from exc
+    return store[ts.d[:].translate_to[0]]
+
+
+def stored_chunks(store: ts.TensorStore) -> tuple[int, ...] | None:
+    """The read-chunk shape in the store's axis order, None when unknown."""
+    try:
+        shape = store.chunk_layout.read_chunk.shape
+    except Exception:  # drivers without a chunk layout
+        return None
+    if shape is None or any(s is None for s in shape):
+        return None
+    return tuple(int(s) for s in shape)
+
+
+def tensorstore_volume(
+    store: ts.TensorStore,
+    roles: Sequence[str],
+    *,
+    voxel_size: Sequence[float],
+    key: str,
+    location: str,
+) -> StoredArrayVolume:
+    """A lazy volume reading ``store``; tensorstore fetches only the chunks a box touches."""
+    layout = AxisLayout.create(store.shape, roles, location)
+
+    def read_index(index: tuple[slice | int, ...]) -> np.ndarray:
+        return store[index].read().result()
+
+    return StoredArrayVolume(
+        read_index,
+        layout,
+        dtype=np.dtype(store.dtype.numpy_dtype),
+        voxel_size=voxel_size,
+        chunk_shape=layout.chunk_shape(stored_chunks(store)),
+        key=key,
+        location=location,
+    )

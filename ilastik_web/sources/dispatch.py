@@ -1,0 +1,145 @@
+"""``open_source``: detect a location's format and open it as a multiscale volume."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from ilastik_web.abc import LazyVolume, MultiscaleVolume
+from ilastik_web.cache import ArrayCache
+from ilastik_web.errors import SourceError
+from ilastik_web.pyramid import build_pyramid
+from ilastik_web.sources import hdf5, n5, ome_zarr, precomputed, procedural, tiff, zarr_array
+from ilastik_web.sources.location import Location, MetadataReader, check_allowed, parse_location
+
+logger = logging.getLogger(__name__)
+
+#: Bytes budget of the cache used for built pyramids when the caller passes none.
+DEFAULT_CACHE_BYTES = 512 * 2**20
+
+_default_cache: ArrayCache | None = None
+_default_cache_lock = threading.Lock()
+
+
+def default_cache() -> ArrayCache:
+    """The process-wide cache for pyramid blocks of callers that bring none."""
+    global _default_cache
+    with _default_cache_lock:
+        if _default_cache is None:
+            _default_cache = ArrayCache(DEFAULT_CACHE_BYTES)
+        return _default_cache
+
+
+def _check_voxel_size(voxel_size: Sequence[float] | None, shown: str) -> tuple | None:
+    if voxel_size is None:
+        return None
+    values = tuple(float(v) for v in voxel_size)
+    if len(values) != 3 or not all(v > 0 and v < float("inf") for v in values):
+        raise SourceError(f"{shown}: voxel size override must be three positive numbers (z,y,x)")
+    return values
+
+
+def _name_of(location: Location) -> str:
+    return location.text.rstrip("/").rsplit("/", 1)[-1] or location.text
+
+
+def _open_folder(location: Location, voxel_size: tuple | None) -> MultiscaleVolume | LazyVolume:
+    """A folder or URL: OME-Zarr, zarr array, precomputed, N5 dataset or N5 pyramid."""
+    reader = MetadataReader(location)
+    if ome_zarr.find_multiscales(reader) is not None:
+        return ome_zarr.open_ome_zarr(location, voxel_size=voxel_size, reader=reader)
+    found = zarr_array.zarr_driver(reader)
+    if found is not None:
+        return zarr_array.open_zarr_array(location, voxel_size=voxel_size, reader=reader)
+    info = reader.read_json("info")
+    if info is not None:
+        return precomputed.open_precomputed(location, info, voxel_size=voxel_size)
+    attributes = reader.read_json("attributes.json")
+    if n5.is_n5_dataset(attributes):
+        assert attributes is not None
+        return n5.open_n5_dataset(location, attributes, voxel_size=voxel_size)
+    if attributes is not None:
+        pyramid = n5.open_n5_multiscale(location, voxel_size=voxel_size)
+        if pyramid is not None:
+            return pyramid
+    zarr_group = reader.read_json("zarr.json") or reader.read_json(".zgroup")
+    if zarr_group is not None:
+        raise SourceError(f"{location}: a zarr group without OME multiscales metadata; "
+                          "open one of its arrays")
+    raise SourceError(f"{location}: unsupported format (no OME-Zarr, zarr, N5 or "
+                      "precomputed metadata found)")
+
+
+def _open_local(
+    location: Location, voxel_size: tuple | None, allowed_roots: Sequence[Path] | None
+) -> MultiscaleVolume | LazyVolume:
+    path = location.path
+    assert path is not None
+    shown = str(location)
+    split = hdf5.split_hdf5_path(path)
+    check_allowed(split[0] if split else path, allowed_roots, shown)
+    if split is not None:
+        return hdf5.open_hdf5(split[0], split[1], voxel_size=voxel_size, shown=shown)
+    if path.is_dir():
+        return _open_folder(location, voxel_size)
+    if path.is_file():
+        if tiff.looks_like_tiff(path):
+            return tiff.open_tiff(path, voxel_size=voxel_size, shown=shown)
+        raise SourceError(f"{shown}: unsupported file format")
+    raise SourceError(f"{shown}: no such file or directory")
+
+
+def open_source(
+    location: str,
+    *,
+    voxel_size: tuple[float, float, float] | None = None,
+    allowed_roots: Sequence[Path] | None = None,
+    cache: ArrayCache | None = None,
+) -> MultiscaleVolume:
+    """Open a data source lazily as a pyramid of lazy volumes.
+
+    Parameters
+    ----------
+    location
+        A local path or http(s) URL of an OME-Zarr group, zarr v2/v3 array, N5 dataset
+        (or N5 ``s0``/``s1``… group), Neuroglancer precomputed volume (folder/URL with
+        ``info``), an HDF5 file (``file.h5`` with one image dataset, or
+        ``file.h5/inner/dataset``), a TIFF/OME-TIFF file; or ``procedural:[key=value,...]``
+        for the synthetic terabyte volume (see :mod:`ilastik_web.sources.procedural`).
+    voxel_size
+        Override (nm, z, y, x) of the metadata's voxel size, which is otherwise read from
+        the format (1 nm per axis when the format has none).
+    allowed_roots
+        When given, a local path that resolves (symlinks included) outside every root is
+        refused with ForbiddenError. URLs and ``procedural:`` are not paths.
+    cache
+        Cache for the blocks of a pyramid built for sources without a native one; a
+        process-wide 512 MiB cache when None.
+
+    Raises
+    ------
+    SourceError
+        One line naming the location and the problem (missing, unsupported format,
+        corrupt metadata, unsupported dtype).
+    ForbiddenError
+        For a local path outside ``allowed_roots``.
+    """
+    if not isinstance(location, str) or not location.strip():
+        raise SourceError("empty source location")
+    text = location.strip()
+    voxel = _check_voxel_size(voxel_size, text)
+    if text.startswith(procedural.SCHEME):
+        return procedural.open_procedural(text, voxel_size=voxel)
+    parsed = parse_location(text)
+    if parsed.is_remote:
+        if parsed.text.lower().rsplit("/", 1)[-1].endswith(hdf5.HDF5_SUFFIXES + tiff.TIFF_SUFFIXES):
+            raise SourceError(f"{parsed}: HDF5 and TIFF are supported only as local files")
+        opened = _open_folder(parsed, voxel)
+    else:
+        opened = _open_local(parsed, voxel, allowed_roots)
+    if isinstance(opened, MultiscaleVolume):
+        return opened
+    logger.debug("building a pyramid for %s", opened.key)
+    return build_pyramid(opened, cache=cache or default_cache(), name=_name_of(parsed))
