@@ -371,9 +371,8 @@ class Project:
         with self._lock:
             computer = self._computer
             label_values = [c.value for c in self.classes]
-        labelled = list(snapshot.labelled_blocks())
-        report("features", 0.0, f"{len(labelled)} labelled blocks")
-        X, y = gather_training_samples(computer, labelled, should_stop=should_stop)
+        report("features", 0.0, "")
+        X, y = gather_training_samples(computer, snapshot, should_stop=should_stop)
         if should_stop():
             return None
         y_known = np.isin(y, label_values)

@@ -8,7 +8,7 @@ features at that position and one classifier serves every zoom level cheaply.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +16,7 @@ import numpy as np
 import filters
 from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
+from ilastik_web.labels import LabelSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -148,27 +149,67 @@ def _plan_level(selection, factors, ndim: int, input_channels: int) -> list[_Gro
     return groups
 
 
-def gather_training_samples(
-    computer: FeatureComputer, labelled: Sequence[tuple[Box, np.ndarray]],
-    should_stop=None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features and labels of every labelled voxel.
+#: Labels spread over more planes than this in every orientation use 3D boxes.
+MAX_FLAT_PLANES = 4
 
-    Features are computed only for the tight bounding box of the labels inside each
-    labelled block (plus the halo the filters need), and cached per such box.
+
+def training_tiles(snapshot: LabelSnapshot, *, tile_edge: int = 256) -> list[Box]:
+    """Boxes whose features cover every labelled voxel, on the viewer's chunk grids.
+
+    Labels painted in a plane get one-voxel-thick tiles of that plane, aligned to the
+    grid of ``tile_edge`` squares the viewer fetches predictions on, so their features
+    are the very ones the visible prediction chunks use (and new strokes never
+    invalidate the features of earlier tiles). Labels spread in 3D get their block's
+    tight bounding box.
+    """
+    tiles: set[Box] = set()
+    shape = snapshot.shape
+    for block_box, block in snapshot.labelled_blocks():
+        nz = np.nonzero(block)
+        unique = [np.unique(a) for a in nz]
+        axis = int(np.argmin([len(u) for u in unique]))
+        if len(unique[axis]) > MAX_FLAT_PLANES:
+            lo = [int(a.min()) for a in nz]
+            hi = [int(a.max()) + 1 for a in nz]
+            tiles.add(Box(lo, hi).translate(block_box.start))
+            continue
+        in_plane = [a for a in range(3) if a != axis]
+        first_axis, second_axis = in_plane
+        for coordinate in unique[axis]:
+            on_plane = nz[axis] == coordinate
+            rows = (nz[first_axis][on_plane] + block_box.start[first_axis]) // tile_edge
+            cols = (nz[second_axis][on_plane] + block_box.start[second_axis]) // tile_edge
+            for cell in set(zip(rows.tolist(), cols.tolist(), strict=True)):
+                start = [0, 0, 0]
+                stop = [0, 0, 0]
+                start[axis] = block_box.start[axis] + int(coordinate)
+                stop[axis] = start[axis] + 1
+                for a, index in zip(in_plane, cell, strict=True):
+                    start[a] = index * tile_edge
+                    stop[a] = min(shape[a], (index + 1) * tile_edge)
+                tiles.add(Box(start, stop))
+    return sorted(tiles, key=lambda b: (b.start, b.stop))
+
+
+def gather_training_samples(
+    computer: FeatureComputer, snapshot: LabelSnapshot, *, tile_edge: int = 256,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (samples, channels) and labels (samples,) of every labelled voxel.
+
+    Features come from :meth:`FeatureComputer.features` on :func:`training_tiles`, so
+    they are cached and shared with the prediction of the same chunks.
     """
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
-    for block_box, block in labelled:
+    for tile in training_tiles(snapshot, tile_edge=tile_edge):
         if should_stop is not None and should_stop():
             break
-        nz = np.nonzero(block)
-        lo = [int(a.min()) for a in nz]
-        hi = [int(a.max()) + 1 for a in nz]
-        tight = Box(lo, hi).translate(block_box.start)
-        labels = block[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
-        feats = computer.features(0, tight)
+        labels = snapshot.read(tile)
         mask = labels > 0
+        if not mask.any():
+            continue
+        feats = computer.features(0, tile)
         xs.append(feats[:, mask].T)
         ys.append(labels[mask])
     if not xs:

@@ -102,3 +102,24 @@ def test_live_training_debounces_and_bumps_generation(blobs, blob_source):
         assert len(project.feature_importances()) == 2
     finally:
         project.close()
+
+
+def test_training_tiles_follow_the_stroke_plane():
+    from ilastik_web.classify.features import training_tiles
+    from ilastik_web.labels import LabelStore
+
+    store = LabelStore((40, 300, 300), block_shape=(16, 64, 64))
+    store.paint(Stroke(((5.5, 10.5, 10.5), (5.5, 100.5, 280.5)), radius=2, label=1))
+    store.paint(Stroke(((2.5, 150.5, 20.5), (30.5, 150.5, 40.5)), radius=2, label=2, plane="xz"))
+    tiles = training_tiles(store.snapshot(), tile_edge=256)
+    xy = [t for t in tiles if t.shape[0] == 1]
+    xz = [t for t in tiles if t.shape[1] == 1]
+    # The xy stroke gets xy tiles on the viewer's 256-grid; the xz stroke gets xz tiles.
+    assert [t for t in xy if t.start[0] == 5] == [Box((5, 0, 0), (6, 256, 256)),
+                                                  Box((5, 0, 256), (6, 256, 300))]
+    assert {t.start[1] for t in xz} == {150}
+    covered = np.zeros((40, 300, 300), bool)
+    for t in tiles:
+        covered[t.slices] = True
+    labels = store.read(Box.from_shape((40, 300, 300)))
+    assert covered[labels > 0].all()
