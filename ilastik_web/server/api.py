@@ -89,8 +89,14 @@ def api_routes(ctx: ServerContext) -> list[Route]:
     async def root(request: web.Request) -> web.Response:
         raise web.HTTPFound(ctx.viewer_path().lstrip("/"))
 
+    async def favicon(request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
     tags = ("api",)
     return [
+        Route("GET", "/favicon.ico", favicon, name="favicon", public=True,
+              summary="No icon (keeps browser consoles free of 404s)",
+              responses={204: "No content"}, content_type="", tags=("viewer",)),
         Route("GET", "/", root, name="root", summary="Redirect to the viewer",
               responses={302: "Redirect to the default viewer"}, content_type="text/html",
               tags=("viewer",)),
