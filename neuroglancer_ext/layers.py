@@ -170,8 +170,7 @@ class StaticLayer(ServedLayer):
         location: str | None = None,
     ):
         super().__init__(layer_id, kind, name=name or volume.name or layer_id)
-        method = "subsample" if kind == "segmentation" else "mean"
-        self._volume = complete_pyramid(volume, method=method, cache=cache)
+        self._volume = complete_pyramid(volume, kind=kind, cache=cache)
         self.location = location
         self._display = display
         self._display_lock = threading.Lock()
