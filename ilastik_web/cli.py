@@ -140,7 +140,9 @@ def open_layers(args: argparse.Namespace, cache: ArrayCache) -> list:
     voxel_size = args.voxel_size or demo.voxel_size
     add(demo.raw_path, voxel_size)
     if demo.labels_path is not None:
-        display = LayerDisplay(segment_colors=class_colors(len(demo.class_names)), opacity=0.5)
+        names = demo.class_names
+        num_classes = max(names) if isinstance(names, dict) and names else len(names)
+        display = LayerDisplay(segment_colors=class_colors(num_classes), opacity=0.35)
         add(demo.labels_path, voxel_size, kind="segmentation", name="ground truth",
             display=display)
     return layers

@@ -21,7 +21,7 @@ ORIGIN = "http://ilastik-web.origin"
 PRECOMPUTED_PREFIX = "/precomputed"
 
 #: Assumed width of one cross-section panel in screen pixels, to fit the volume in view.
-PANEL_PIXELS = 400
+PANEL_PIXELS = 340
 
 
 def precomputed_path(layer_id: str, version: str) -> str:

@@ -80,6 +80,7 @@ async def test_events_push_initial_state_with_client_urls(client):
     assert ORIGIN not in json.dumps(state)
     assert state["dimensions"] == {"x": [4e-9, "m"], "y": [4e-9, "m"], "z": [4e-8, "m"]}
     assert state["position"] == [135, 150, 2.5]
+    assert state["crossSectionScale"] == pytest.approx(300 / 340)
     assert state["layout"] == "4panel"
     assert layer["shaderControls"]["normalized"]["range"][0] < 20
     resp.close()
