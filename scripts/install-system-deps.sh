@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the project needs beyond Python: the venv module, headless Chromium for
 # browser tests, vigra (the reference for filter tests and benchmarks, Debian's python3
-# only) and nginx (the static-file peer in benchmarks/serve.py). Installs only what is
+# only), nginx (the static-file peer in benchmarks/serve.py) and munge + Slurm (the
+# batch-engine tests start a one-node cluster). Installs only what is
 # missing, so a prepared machine needs no network.
 set -euo pipefail
-packages=(python3-venv chromium python3-vigra nginx)
+packages=(python3-venv chromium python3-vigra nginx munge slurmctld slurmd slurm-client)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,313 @@
+"""Output stores: create once, write chunk-aligned blocks from any process, finalise.
+
+OME-Zarr (NGFF 0.4, zarr v2), N5 and Neuroglancer precomputed are written in place
+through tensorstore; parallel workers write disjoint chunks, and rewriting a block writes
+the same bytes, so a resumed job can rewrite anything safely. HDF5 and TIFF cannot take
+writes from many processes: their blocks go to a staging zarr array in the job folder,
+converted slab by slab when every block is done. OME-Zarr gets its pyramid at the end.
+
+Arrays are (c, z, y, x) in memory; N5 and precomputed store (x, y, z, c), as their
+readers expect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import tensorstore as ts
+import tifffile
+
+from ilastik_web.abc import Box
+from ilastik_web.errors import InvalidRequestError
+from ilastik_web.pyramid import downsample_mean, downsample_mode, pyramid_factors
+
+log = logging.getLogger(__name__)
+
+#: Stop the OME-Zarr pyramid once every axis is this short.
+PYRAMID_MIN_SIZE = 64
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Geometry and type of an output array.
+
+    Attributes
+    ----------
+    shape
+        Spatial shape (z, y, x).
+    channels
+        Channel count.
+    dtype
+        numpy dtype name (``"uint8"`` or ``"float32"``).
+    chunk_shape
+        Spatial chunk shape (z, y, x); blocks are multiples of it.
+    voxel_size
+        nm (z, y, x).
+    export
+        What it holds (decides the pyramid's downsampling: mode for segmentation).
+    """
+
+    shape: tuple[int, int, int]
+    channels: int
+    dtype: str
+    chunk_shape: tuple[int, int, int]
+    voxel_size: tuple[float, float, float]
+    export: str
+
+    @property
+    def channel_chunk(self) -> int:
+        # Feature stacks are wide and float: one channel per chunk keeps chunks small.
+        return 1 if self.dtype == "float32" else self.channels
+
+    def to_json(self) -> dict:
+        return {"shape": list(self.shape), "channels": self.channels, "dtype": self.dtype,
+                "chunk_shape": list(self.chunk_shape), "voxel_size": list(self.voxel_size),
+                "export": self.export}
+
+    @classmethod
+    def from_json(cls, data: dict) -> OutputLayout:
+        return cls(tuple(data["shape"]), int(data["channels"]), data["dtype"],
+                   tuple(data["chunk_shape"]), tuple(data["voxel_size"]), data["export"])
+
+
+def _zarr_dtype(dtype: str) -> str:
+    return {"uint8": "|u1", "float32": "<f4"}[dtype]
+
+
+def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = None) -> dict:
+    spatial = tuple(shape) if shape is not None else layout.shape
+    chunks = [min(c, s) for c, s in zip(layout.chunk_shape, spatial, strict=True)]
+    return {
+        "driver": "zarr",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {
+            "shape": [layout.channels, *spatial],
+            "chunks": [layout.channel_chunk, *chunks],
+            "dtype": _zarr_dtype(layout.dtype),
+            "compressor": {"id": "zlib", "level": 1},
+            "fill_value": 0,
+            "order": "C",
+            "dimension_separator": "/",
+        },
+    }
+
+
+def _xyzc_spec(driver: str, path: Path, layout: OutputLayout) -> dict:
+    z, y, x = layout.shape
+    cz, cy, cx = layout.chunk_shape
+    vz, vy, vx = layout.voxel_size
+    if driver == "n5":
+        return {
+            "driver": "n5",
+            "kvstore": {"driver": "file", "path": str(path)},
+            "metadata": {
+                "dimensions": [x, y, z, layout.channels],
+                "blockSize": [cx, cy, cz, layout.channel_chunk],
+                "dataType": layout.dtype,
+                "compression": {"type": "gzip", "level": 1},
+            },
+        }
+    return {
+        "driver": "neuroglancer_precomputed",
+        "kvstore": {"driver": "file", "path": str(path)},
+        "multiscale_metadata": {"type": "image", "data_type": layout.dtype,
+                                "num_channels": layout.channels},
+        "scale_metadata": {"size": [x, y, z], "resolution": [vx, vy, vz],
+                           "encoding": "raw", "chunk_size": [cx, cy, cz]},
+    }
+
+
+class OutputStore:
+    """Where one job's blocks go.
+
+    Parameters
+    ----------
+    format
+        ``ome-zarr``, ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
+    output
+        The final path.
+    staging
+        The job folder's staging path (HDF5 and TIFF only).
+    layout
+        Geometry and type.
+    pyramid_min_size
+        OME-Zarr levels are added until every axis is at most this long.
+    """
+
+    def __init__(self, format: str, output: Path, staging: Path, layout: OutputLayout, *,
+                 pyramid_min_size: int = PYRAMID_MIN_SIZE):
+        self.pyramid_min_size = pyramid_min_size
+        self.format = format
+        self.output = Path(output)
+        self.staging = Path(staging)
+        self.layout = layout
+        self._store: ts.TensorStore | None = None
+
+    @property
+    def staged(self) -> bool:
+        return self.format in ("hdf5", "tiff")
+
+    @property
+    def _array_path(self) -> Path:
+        if self.staged:
+            return self.staging
+        if self.format == "ome-zarr":
+            return self.output / "0"
+        return self.output
+
+    def _spec(self) -> dict:
+        if self.format in ("ome-zarr", "hdf5", "tiff"):
+            return _zarr_spec(self._array_path, self.layout)
+        return _xyzc_spec("n5" if self.format == "n5" else "precomputed", self.output,
+                          self.layout)
+
+    def create(self) -> None:
+        """Make the (empty) output, or keep it if a previous run of this job made it."""
+        if self._array_path.exists() and any(self._array_path.iterdir()):
+            self._open()  # resuming: the store must still match
+            return
+        if self.format == "ome-zarr":
+            self.output.mkdir(parents=True, exist_ok=True)
+            (self.output / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        spec = dict(self._spec(), create=True, delete_existing=False)
+        self._store = ts.open(spec).result()
+        if self.format == "n5":
+            self._add_n5_attributes()
+
+    def _add_n5_attributes(self) -> None:
+        path = self.output / "attributes.json"
+        attributes = json.loads(path.read_text())
+        vz, vy, vx = self.layout.voxel_size
+        attributes["axes"] = ["x", "y", "z", "c"]
+        attributes["pixelResolution"] = {"dimensions": [vx, vy, vz, 1.0], "unit": "nm"}
+        path.write_text(json.dumps(attributes))
+
+    def _open(self) -> ts.TensorStore:
+        if self._store is None:
+            try:
+                self._store = ts.open(self._spec()).result()
+            except ValueError as exc:
+                raise InvalidRequestError(
+                    f"{self.output}: existing output does not match this job: {exc}"
+                ) from None
+        return self._store
+
+    def write(self, box: Box, data: np.ndarray) -> None:
+        """Write ``data`` (c, z, y, x) at ``box`` (output coordinates)."""
+        store = self._open()
+        if self.format in ("n5", "precomputed"):
+            (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
+            store[x0:x1, y0:y1, z0:z1, :].write(np.transpose(data, (3, 2, 1, 0))).result()
+        else:
+            store[(slice(None), *box.slices)].write(data).result()
+
+    def read(self, box: Box) -> np.ndarray:
+        """Read back (c, z, y, x) of ``box`` (as written)."""
+        store = self._open()
+        if self.format in ("n5", "precomputed"):
+            (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
+            return np.transpose(store[x0:x1, y0:y1, z0:z1, :].read().result(), (3, 2, 1, 0))
+        return store[(slice(None), *box.slices)].read().result()
+
+    # -- finalising ------------------------------------------------------------------------
+
+    def finalize(self) -> None:
+        """Pyramid and metadata (OME-Zarr) or conversion (HDF5, TIFF); idempotent."""
+        if self.format == "ome-zarr":
+            self._write_pyramid()
+        elif self.format == "hdf5":
+            self._convert_hdf5()
+        elif self.format == "tiff":
+            self._convert_tiff()
+
+    def _slabs(self) -> list[Box]:
+        z, y, x = self.layout.shape
+        depth = self.layout.chunk_shape[0]
+        return [Box((z0, 0, 0), (min(z0 + depth, z), y, x)) for z0 in range(0, z, depth)]
+
+    def _write_pyramid(self) -> None:
+        layout = self.layout
+        factors_list = pyramid_factors(layout.shape, layout.voxel_size,
+                                       self.pyramid_min_size)
+        downsample = downsample_mode if layout.export == "segmentation" else downsample_mean
+        scales = [list(layout.voxel_size)]
+        shape = layout.shape
+        previous = self._open()
+        for level, factors in enumerate(factors_list, start=1):
+            new_shape = tuple(-(-s // f) for s, f in zip(shape, factors, strict=True))
+            spec = dict(_zarr_spec(self.output / str(level), layout, new_shape),
+                        create=True, delete_existing=True)
+            current = ts.open(spec).result()
+            # Blocks of whole output chunks, read from the finer level with its factors.
+            step = [c * 2 for c in layout.chunk_shape]
+            for box in Box.from_shape(new_shape).chunks(step):
+                fine = Box([a * f for a, f in zip(box.start, factors, strict=True)],
+                           [min(b * f, s) for b, f, s in zip(box.stop, factors, shape,
+                                                              strict=True)])
+                data = previous[(slice(None), *fine.slices)].read().result()
+                current[(slice(None), *box.slices)].write(downsample(data, factors)).result()
+            scales.append([v * f for v, f in zip(scales[-1], factors, strict=True)])
+            previous, shape = current, new_shape
+        axes = [{"name": "c", "type": "channel"}] + [
+            {"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"
+        ]
+        datasets = [
+            {"path": str(level),
+             "coordinateTransformations": [{"type": "scale", "scale": [1.0, *scale]}]}
+            for level, scale in enumerate(scales)
+        ]
+        attributes = {"multiscales": [{
+            "version": "0.4", "name": layout.export, "axes": axes, "datasets": datasets,
+            "type": "mode" if layout.export == "segmentation" else "mean",
+        }]}
+        (self.output / ".zattrs").write_text(json.dumps(attributes, indent=2))
+
+    def _convert_hdf5(self) -> None:
+        layout = self.layout
+        staged = self._open()
+        tmp = self.output.with_name(self.output.name + ".partial")
+        chunks = (layout.channel_chunk,
+                  *[min(c, s) for c, s in zip(layout.chunk_shape, layout.shape, strict=True)])
+        with h5py.File(tmp, "w") as f:
+            dataset = f.create_dataset("data", shape=(layout.channels, *layout.shape),
+                                       dtype=layout.dtype, chunks=chunks, compression="gzip",
+                                       compression_opts=1)
+            for slab in self._slabs():
+                dataset[(slice(None), *slab.slices)] = staged[(slice(None), *slab.slices)] \
+                    .read().result()
+            dataset.attrs["axistags"] = json.dumps({"axes": [
+                {"key": key, "typeFlags": flag, "resolution": 0, "description": ""}
+                for key, flag in (("c", 1), ("z", 2), ("y", 2), ("x", 2))
+            ]})
+            dataset.attrs["element_size_um"] = [v / 1000.0 for v in layout.voxel_size]
+        tmp.replace(self.output)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _convert_tiff(self) -> None:
+        layout = self.layout
+        staged = self._open()
+
+        def pages():
+            for slab in self._slabs():
+                data = staged[(slice(None), *slab.slices)].read().result()
+                for z in range(data.shape[1]):
+                    for c in range(data.shape[0]):
+                        yield data[c, z]
+
+        z, y, x = layout.shape
+        vz, vy, vx = (v / 1000.0 for v in layout.voxel_size)
+        tmp = self.output.with_name(self.output.name + ".partial")
+        tifffile.imwrite(
+            tmp, data=pages(), shape=(z, layout.channels, y, x), dtype=layout.dtype,
+            imagej=True, resolution=(1.0 / vx, 1.0 / vy),
+            metadata={"axes": "ZCYX", "spacing": vz, "unit": "um"},
+        )
+        tmp.replace(self.output)
+        shutil.rmtree(self.staging, ignore_errors=True)
