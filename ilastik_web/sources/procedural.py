@@ -102,7 +102,7 @@ def hash_uniform(seed: int, salt: int, *coords: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def _value_noise(
+def value_noise(
     seed: int, salt: int, centres: Sequence[np.ndarray], wavelength: float
 ) -> np.ndarray:
     """Smooth lattice noise in [0, 1) at the grid ``centres`` (z, y, x 1D arrays)."""
@@ -202,11 +202,11 @@ class ProceduralVolume(LazyVolume):
             fade = min(1.0, max(0.0, wavelength / (2.0 * f) - 1.0))
             if fade > 0:
                 texture += fade * 0.5**octave * (
-                    _value_noise(seed, 100 + octave, centres, wavelength) - 0.5
+                    value_noise(seed, 100 + octave, centres, wavelength) - 0.5
                 )
         illumination = np.full(box.shape, 0.55)
         for octave, wavelength in enumerate(_ILLUMINATION_WAVELENGTHS):
-            illumination += 0.2 * _value_noise(seed, 200 + octave, centres, wavelength)
+            illumination += 0.2 * value_noise(seed, 200 + octave, centres, wavelength)
         value = illumination * (pattern * (1.0 + 0.35 * texture) + 0.04)
         grid = np.meshgrid(
             *(np.arange(a, b) for a, b in zip(box.start, box.stop, strict=True)), indexing="ij"
