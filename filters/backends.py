@@ -78,6 +78,10 @@ def _contiguous_base(view: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]
     return np.ascontiguousarray(view), (0, 0, 0)
 
 
+SERIAL_BELOW_VOXELS = 1 << 16
+"""Smaller kernel calls run on the calling thread: waking numba's workers costs more there."""
+
+
 class NumbaBackend:
     """CPU backend: numpy arrays, numba kernels parallel over ``numba.get_num_threads()``."""
 
@@ -85,9 +89,23 @@ class NumbaBackend:
     device = "cpu"
 
     def __init__(self) -> None:
+        import numba
+
         from filters import _numba_kernels
 
+        self._numba = numba
         self._kernels = _numba_kernels
+
+    def _call(self, kernel: Any, voxels: int, *args: Any) -> None:
+        if voxels >= SERIAL_BELOW_VOXELS:
+            kernel(*args)
+            return
+        threads = self._numba.get_num_threads()  # per calling thread in numba
+        self._numba.set_num_threads(1)
+        try:
+            kernel(*args)
+        finally:
+            self._numba.set_num_threads(threads)
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
         return np.empty(shape, dtype=np.float32)
@@ -108,7 +126,7 @@ class NumbaBackend:
         half = np.ascontiguousarray(kernel[radius:], dtype=np.float32)
         parity = np.float32(_kernel_parity(kernel))
         base, origin = _contiguous_base(array)
-        self._kernels.correlate_valid(base, origin, half, parity, axis, out)
+        self._call(self._kernels.correlate_valid, out.size, base, origin, half, parity, axis, out)
         return out
 
     def sqrt(self, array: np.ndarray) -> np.ndarray:
@@ -126,10 +144,10 @@ class NumbaBackend:
         else:
             bases, origin = [np.ascontiguousarray(c) for c in components], (0, 0, 0)
         out = np.empty((2 if len(components) == 3 else 3, *shape), dtype=np.float32)
-        if len(components) == 3:
-            self._kernels.eigenvalues_2x2(*bases, origin, out)
-        else:
-            self._kernels.eigenvalues_3x3(*bases, origin, out)
+        kernel = (
+            self._kernels.eigenvalues_2x2 if len(components) == 3 else self._kernels.eigenvalues_3x3
+        )
+        self._call(kernel, out.size, *bases, origin, out)
         return out
 
 

@@ -57,6 +57,8 @@ def gaussian_kernel(sigma: float, order: int, window: float) -> np.ndarray:
         kernel = kernel - kernel.mean()
     moment = float(np.sum(kernel * x**order)) / math.factorial(order)
     kernel = kernel / moment
+    # exact (anti)symmetry, so backends may fold the taps pairwise
+    kernel = 0.5 * (kernel + (-1) ** order * kernel[::-1])
     kernel.setflags(write=False)
     return kernel
 
