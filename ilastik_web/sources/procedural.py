@@ -282,4 +282,4 @@ def open_procedural(
     levels = [ProceduralVolume(params, 0, voxel)]
     while max(levels[-1].shape) > min_size:
         levels.append(ProceduralVolume(params, len(levels), voxel))
-    return MultiscaleVolume(str(params), levels)
+    return MultiscaleVolume("procedural", levels)

@@ -9,6 +9,7 @@ import pytest
 from contract import VOXEL_3D, make_data
 from test_zarr import write_zarr
 
+from ilastik_web.abc import Box
 from ilastik_web.errors import SourceError
 from ilastik_web.sources import open_source
 
@@ -76,3 +77,15 @@ def test_pyramid_is_built_for_a_source_without_one(tmp_path):
     assert len(pyramid) > 1
     assert max(pyramid.levels[-1].shape) <= 64
     assert pyramid.levels[1].key == pyramid.levels[1].key
+
+
+def test_corrupt_chunk_fails_at_read_with_the_location(tmp_path):
+    data = make_data("uint16", 1, (6, 16, 16), seed=6)[0]
+    path = tmp_path / "c.zarr"
+    write_zarr(path, data, "zarr", (6, 8, 8))
+    (path / "0.1.0").write_bytes(b"garbage")
+    base = open_source(str(path)).base
+    np.testing.assert_array_equal(base.read(Box((0, 0, 0), (6, 8, 8))), data[None, :, :8, :8])
+    with pytest.raises(SourceError, match=r"c\.zarr: reading .* failed") as info:
+        base.read(base.bounds)
+    assert "\n" not in str(info.value)
