@@ -9,21 +9,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import hashlib
 import logging
+import os
+import re
 import socket
 import sys
 import webbrowser
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import TOKEN_ENV, ServerConfig
 from ilastik_web.errors import IlastikWebError
 
+if TYPE_CHECKING:
+    from ilastik_web.project import Project
+
 log = logging.getLogger("ilastik_web.cli")
 
 EXIT_USAGE = 2
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+#: Classes of a new project on a user's data (ilastik's default names).
+DEFAULT_CLASSES = ("Label 1", "Label 2")
+#: Quiet time after a label edit before retraining: one drag is one stroke, so short.
+LIVE_DEBOUNCE_S = 0.1
 
 
 class CommandError(Exception):
@@ -103,13 +114,48 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="memory budget of the data cache in MiB")
     serve.add_argument("--workers", type=_positive_int, default=4, metavar="N",
                        help="threads reading and encoding chunks")
+    serve.add_argument("--project", type=Path, default=None, metavar="DIR",
+                       help="project folder (classes, labels, classifier) for painting and live "
+                            "training on the first PATH; created if missing. Default: one folder "
+                            "per source under $ILASTIK_WEB_DATA (~/.local/share/ilastik-web); "
+                            "the demo has its own")
+    serve.add_argument("--no-project", action="store_true",
+                       help="only browse the data: no labels, no training")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
     serve.set_defaults(run=run_serve)
 
 
-def open_layers(args: argparse.Namespace, cache: ArrayCache) -> list:
-    """StaticLayers for the requested paths, or for the demo when there are none."""
+def default_data_dir() -> Path:
+    """``$ILASTIK_WEB_DATA`` or ``$XDG_DATA_HOME/ilastik-web`` (``~/.local/share/...``)."""
+    configured = os.environ.get("ILASTIK_WEB_DATA")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "ilastik-web"
+
+
+def open_project(args: argparse.Namespace, source_layer, location: str,
+                 class_names: Sequence[str], default_dir: Path) -> tuple[str, Project, str]:
+    """Open (or create) the project painting on ``source_layer``: (id, project, layer id)."""
+    from ilastik_web.project import PROJECT_FILE, Project
+
+    directory = args.project or default_dir
+    source = source_layer.volume(source_layer.version)
+    if (directory / PROJECT_FILE).exists():
+        project = Project.open(directory, source=source, live=True, debounce_s=LIVE_DEBOUNCE_S)
+    else:
+        project = Project.create(directory, source, classes=class_names, location=location,
+                                 live=True, debounce_s=LIVE_DEBOUNCE_S)
+    project_id = re.sub(r"[^A-Za-z0-9_-]+", "-", directory.name).strip("-_")[:64] or "project"
+    log.info("project %r at %s (generation %d, %d label edits)", project_id, directory,
+             project.generation, project.labels.revision)
+    return project_id, project, source_layer.layer_id
+
+
+def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list]:
+    """StaticLayers for the requested paths, or for the demo when there are none, and the
+    project painting on the first of them (unless ``--no-project``)."""
     from ilastik_web.sources import open_source
     from neuroglancer_ext.display import LayerDisplay, class_colors
     from neuroglancer_ext.layers import StaticLayer, make_layer_id
@@ -130,22 +176,32 @@ def open_layers(args: argparse.Namespace, cache: ArrayCache) -> list:
         layers.append(layer)
         return layer
 
+    projects: list[tuple[str, Project, str]] = []
     if args.paths:
         for path in args.paths:
             add(path, args.voxel_size)
-        return layers
+        if not args.no_project:
+            location = str(args.paths[0])
+            digest = hashlib.sha1(location.encode()).hexdigest()[:8]
+            default_dir = default_data_dir() / "projects" / f"{layers[0].layer_id}-{digest}"
+            projects.append(open_project(args, layers[0], location, DEFAULT_CLASSES, default_dir))
+        return layers, projects
     from ilastik_web.demo import ensure_demo
 
     demo = ensure_demo()
     voxel_size = args.voxel_size or demo.voxel_size
-    add(demo.raw_path, voxel_size)
+    raw = add(demo.raw_path, voxel_size)
     if demo.labels_path is not None:
         names = demo.class_names
         num_classes = max(names) if isinstance(names, dict) and names else len(names)
         display = LayerDisplay(segment_colors=class_colors(num_classes), opacity=0.35)
         add(demo.labels_path, voxel_size, kind="segmentation", name="ground truth",
             display=display)
-    return layers
+    if not args.no_project:
+        names = [demo.class_names[v] for v in sorted(demo.class_names)]
+        projects.append(open_project(args, raw, str(demo.raw_path), names,
+                                     demo.raw_path.parent / "demo-project"))
+    return layers, projects
 
 
 def viewer_url(host: str, port: int, viewer_token: str, token: str | None) -> str:
@@ -158,11 +214,12 @@ def viewer_url(host: str, port: int, viewer_token: str, token: str | None) -> st
 
 
 async def _serve(
-    args: argparse.Namespace, config: ServerConfig, layers: list, cache: ArrayCache
+    args: argparse.Namespace, config: ServerConfig, layers: list, projects: list,
+    cache: ArrayCache,
 ) -> None:
     from ilastik_web.server.app import create_app, serve
 
-    app = create_app(config, layers=layers, cache=cache)
+    app = create_app(config, layers=layers, projects=projects, cache=cache)
     try:
         runner = await serve(app, config.host, config.port)
     except OSError as exc:
@@ -192,7 +249,7 @@ def run_serve(args: argparse.Namespace) -> int:
                     args.host)
     cache = ArrayCache(args.cache_mb * 1024 * 1024)
     try:
-        layers = open_layers(args, cache)
+        layers, projects = open_layers(args, cache)
     except (IlastikWebError, OSError, ValueError) as exc:
         raise CommandError(str(exc) or type(exc).__name__) from None
     config = ServerConfig(
@@ -204,7 +261,7 @@ def run_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     try:
-        asyncio.run(_serve(args, config, layers, cache))
+        asyncio.run(_serve(args, config, layers, projects, cache))
     except KeyboardInterrupt:
         log.info("stopped")
     return 0

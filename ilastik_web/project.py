@@ -172,10 +172,16 @@ class Project:
         allowed_roots: Sequence[Path] | None = None,
         classes: Sequence[str] = (),
         selection=DEFAULT_SELECTION,
+        location: str | None = None,
         **kwargs,
     ) -> Project:
-        """Make a new project folder for ``source`` (a location or an opened pyramid)."""
-        volume, location = _resolve_source(source, voxel_size, allowed_roots)
+        """Make a new project folder for ``source`` (a location or an opened pyramid).
+
+        ``location`` records where an already opened ``source`` came from, so
+        :meth:`open` can reopen it without being handed the pyramid.
+        """
+        volume, opened_from = _resolve_source(source, voxel_size, allowed_roots)
+        location = opened_from or location
         directory = Path(directory) if directory is not None else None
         if directory is not None:
             if (directory / PROJECT_FILE).exists():
@@ -320,9 +326,19 @@ class Project:
 
     def paint(self, stroke: Stroke) -> EditResult:
         """Apply a stroke; durable once this returns. Its class must exist (0 erases)."""
-        if stroke.label != 0:
-            self._get_class(stroke.label)
+        if stroke.label != 0 and stroke.label not in self._classes:
+            raise InvalidRequestError(f"no class with value {stroke.label}; add it first")
         result = self.labels.paint(stroke)
+        self._labels_changed(result)
+        return result
+
+    def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
+        """Set the voxels of a boolean ``mask`` shaped like ``box`` (z, y, x) to class
+        ``label`` (0 erases); durable once this returns, undoable like a stroke.
+        """
+        if label != 0:
+            self._get_class(label)
+        result = self.labels.paint_mask(box, mask, label)
         self._labels_changed(result)
         return result
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,6 +16,8 @@ from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, policy_for_token
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.projects import ProjectHub
+from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routing import RouteTable
 from neuroglancer_ext.layers import LayerRegistry, ServedLayer
 from neuroglancer_ext.precomputed_routes import precomputed_routes
@@ -22,6 +25,9 @@ from neuroglancer_ext.session import ViewerSession, ViewerSessions
 from neuroglancer_ext.static import StaticClient
 from neuroglancer_ext.viewer_routes import viewer_routes
 from neuroglancer_ext.viewer_state import initial_state
+
+if TYPE_CHECKING:
+    from ilastik_web.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ def create_app(
     config: ServerConfig | None = None,
     *,
     layers: Iterable[ServedLayer] = (),
+    projects: Iterable[tuple[str, Project, str]] = (),
     cache: ArrayCache | None = None,
     client: StaticClient | None = None,
 ) -> web.Application:
@@ -68,6 +75,10 @@ def create_app(
     layers
         Layers to serve from the start, bottom first; the default viewer shows them,
         centred on the first source.
+    projects
+        ``(project_id, project, source_layer_id)`` for each project to serve: its labels
+        (and, once trained, predictions) become layers, its routes live under
+        ``/api/projects/<project_id>``. The app closes the projects on cleanup.
     cache
         The array cache the layers' computed levels use (one is made from
         ``config.cache_bytes`` if not given).
@@ -80,6 +91,7 @@ def create_app(
         With the :class:`ServerContext` at ``app[CONTEXT_KEY]``.
     """
     config = config or ServerConfig()
+    cache = cache or ArrayCache(config.cache_bytes)
     registry = LayerRegistry()
     for layer in layers:
         registry.add(layer)
@@ -89,12 +101,15 @@ def create_app(
         config=config,
         registry=registry,
         sessions=sessions,
-        cache=cache or ArrayCache(config.cache_bytes),
+        cache=cache,
         executor=ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ilastik-web"),
         policy=policy_for_token(config.token),
         table=table,
         client=client or StaticClient(),
+        projects=ProjectHub(registry, cache),
     )
+    for project_id, project, source_layer_id in projects:
+        ctx.projects.add(project_id, project, source_layer_id=source_layer_id)
     sources = registry.sources()
     reference = sources[0].volume(sources[0].version) if sources else None
     session = sessions.add(
@@ -105,6 +120,7 @@ def create_app(
     table.extend(api_routes(ctx))
     table.extend(precomputed_routes(registry, ctx.executor))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
+    table.extend(project_routes(ctx.projects, ctx.executor))
 
     app = web.Application(
         middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],
@@ -118,6 +134,7 @@ def create_app(
 
     async def stop_workers(app: web.Application) -> None:
         ctx.executor.shutdown(wait=False, cancel_futures=True)
+        ctx.projects.close()
 
     app.on_shutdown.append(close_streams)
     app.on_cleanup.append(stop_workers)

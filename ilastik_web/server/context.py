@@ -10,6 +10,7 @@ from aiohttp import web
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.server.auth import AccessPolicy
+from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import RouteTable
 from neuroglancer_ext.layers import LayerRegistry
 from neuroglancer_ext.session import ViewerSession, ViewerSessions
@@ -32,6 +33,7 @@ class ServerContext:
     policy: AccessPolicy
     table: RouteTable
     client: StaticClient
+    projects: ProjectHub
 
     @property
     def default_session(self) -> ViewerSession:

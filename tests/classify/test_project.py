@@ -71,8 +71,10 @@ def test_reopen_keeps_everything(tmp_path, blobs, blob_source):
 
 def test_class_errors_and_removal(blob_source):
     project = Project.create(None, blob_source, classes=["a", "b"])
-    with pytest.raises(NotFoundError):
+    with pytest.raises(InvalidRequestError):
         project.paint(Stroke(((1.5, 1.5, 1.5),), radius=1, label=7))
+    with pytest.raises(NotFoundError):
+        project.update_class(7, name="x")
     with pytest.raises(InvalidRequestError):
         project.add_class("c", color="red")
     project.paint(Stroke(((1.5, 5.5, 5.5),), radius=2, label=2))
