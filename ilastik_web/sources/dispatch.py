@@ -45,6 +45,15 @@ def _name_of(location: Location) -> str:
     return location.text.rstrip("/").rsplit("/", 1)[-1] or location.text
 
 
+def _is_bioformats2raw(reader: MetadataReader) -> bool:
+    """True for a bioformats2raw layout, whose first image is the group ``0``."""
+    v3 = reader.read_json("zarr.json") or {}
+    attributes = v3.get("attributes") if isinstance(v3.get("attributes"), dict) else {}
+    ome = attributes.get("ome") if isinstance(attributes.get("ome"), dict) else {}
+    v2 = reader.read_json(".zattrs") or {}
+    return any("bioformats2raw.layout" in a for a in (attributes, ome, v2))
+
+
 def _open_folder(location: Location, voxel_size: tuple | None) -> MultiscaleVolume | LazyVolume:
     """A folder or URL: OME-Zarr, zarr array, precomputed, N5 dataset or N5 pyramid."""
     reader = MetadataReader(location)
@@ -65,6 +74,8 @@ def _open_folder(location: Location, voxel_size: tuple | None) -> MultiscaleVolu
         if pyramid is not None:
             return pyramid
     zarr_group = reader.read_json("zarr.json") or reader.read_json(".zgroup")
+    if _is_bioformats2raw(reader):
+        return _open_folder(location.child("0"), voxel_size)
     if zarr_group is not None:
         raise SourceError(f"{location}: a zarr group without OME multiscales metadata; "
                           "open one of its arrays")

@@ -89,3 +89,17 @@ def test_corrupt_chunk_fails_at_read_with_the_location(tmp_path):
     with pytest.raises(SourceError, match=r"c\.zarr: reading .* failed") as info:
         base.read(base.bounds)
     assert "\n" not in str(info.value)
+
+
+def test_bioformats2raw_layout_opens_its_first_image(tmp_path):
+    from test_ome_zarr import write_ome_zarr
+
+    root = tmp_path / "converted.zarr"
+    root.mkdir()
+    (root / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+    (root / ".zattrs").write_text(json.dumps({"bioformats2raw.layout": 3}))
+    data = make_data("uint8", 1, (5, 20, 24), seed=8)
+    image = write_ome_zarr(root, data, VOXEL_3D, "0.4")
+    image.rename(root / "0")
+    base = open_source(str(root)).base
+    np.testing.assert_array_equal(base.read(base.bounds), data)
