@@ -154,6 +154,7 @@ class Project:
         if self.directory is not None:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
+        self._live_paused = False
         if live:
             self._trainer = LiveTrainer(
                 self._train_step, debounce_s=debounce_s, on_status=self._on_training_status,
@@ -315,8 +316,7 @@ class Project:
             self._save_metadata()
         self._notify("features", {"features": [[s.feature_id, s.sigma, s.in_2d]
                                                for s in computer.selection]})
-        if self._trainer is not None:
-            self._trainer.request()
+        self._request_training()
 
     def feature_importances(self) -> dict[str, float]:
         """Importance of each feature channel in the current classifier."""
@@ -357,7 +357,25 @@ class Project:
     def _labels_changed(self, result: EditResult) -> None:
         self._notify("labels", {"revision": result.revision,
                                 "box": [list(result.box.start), list(result.box.stop)]})
-        if self._trainer is not None:
+        self._request_training()
+
+    def _request_training(self) -> None:
+        if self._trainer is not None and not self._live_paused:
+            self._trainer.request()
+
+    @property
+    def live_updates(self) -> bool:
+        """Whether changes retrain in the background (only for projects made with live=True)."""
+        return self._trainer is not None and not self._live_paused
+
+    def set_live_updates(self, enabled: bool) -> None:
+        """Pause or resume background retraining; resuming trains on what changed meanwhile."""
+        if self._trainer is None:
+            raise InvalidRequestError("this project was opened without live training")
+        was_paused = self._live_paused
+        self._live_paused = not enabled
+        self._notify("live", {"enabled": enabled})
+        if enabled and was_paused:
             self._trainer.request()
 
     # -- training ---------------------------------------------------------------------------
@@ -463,7 +481,7 @@ class Project:
     def subscribe(self, listener: Callable[[str, dict], None]) -> Callable[[], None]:
         """Call ``listener(kind, payload)`` on every change; returns an unsubscribe function.
 
-        Kinds: "labels", "classes", "features", "generation", "training".
+        Kinds: "labels", "classes", "features", "generation", "training", "live".
         """
         with self._lock:
             self._listeners.append(listener)

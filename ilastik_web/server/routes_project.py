@@ -99,6 +99,7 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
         "can_undo": project.labels.can_undo,
         "can_redo": project.labels.can_redo,
         "training": project.training_status.to_json(),
+        "live_updates": project.live_updates,
         "layers": layers,
     }
 
@@ -195,6 +196,14 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
         generation = await run(project.train)
         return web.json_response({"generation": generation})
 
+    async def set_live(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        body = await read_json(request)
+        if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+            raise InvalidRequestError('expected {"enabled": true|false}')
+        await run(lambda: project.set_live_updates(body["enabled"]))
+        return web.json_response({"live_updates": project.live_updates})
+
     async def events(request: web.Request) -> web.WebSocketResponse:
         """Push project events as JSON: {"kind": ..., "payload": ...}."""
         served = served_of(request)
@@ -275,6 +284,10 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
         Route("POST", "/api/projects/{project_id}/train", train, name="train", tags=tags,
               summary="Train now and wait for the new generation", permission="write",
               parameters=p, responses={200: "The new generation", 400: "Too few classes"}),
+        Route("PUT", "/api/projects/{project_id}/live", set_live, name="set_live", tags=tags,
+              summary="Pause or resume live retraining after each change", permission="write",
+              parameters=p, request_body='{"enabled": bool}',
+              responses={200: "The new setting", 400: "Malformed body"}),
         Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
               summary="WebSocket of project events (labels, classes, features, generation, "
                       "training status)", parameters=p, tags=tags,

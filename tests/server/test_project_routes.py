@@ -215,3 +215,16 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
     await asyncio.wait_for(asyncio.gather(painter(), *(reader(i) for i in range(8))), 120)
     assert set(statuses) <= {200, 410}, sorted(set(statuses))
     assert statuses.count(200) > len(statuses) * 0.8
+
+
+async def test_live_toggle_pauses_retraining(client, blobs):
+    assert (await client.put("/api/projects/p/live", json={"enabled": "no"})).status == 400
+    resp = await client.put("/api/projects/p/live", json={"enabled": False})
+    assert (await resp.json()) == {"live_updates": False}
+    await _paint_training_set(client, blobs)
+    await asyncio.sleep(0.5)
+    assert (await (await client.get("/api/projects/p")).json())["generation"] == 0
+    await client.put("/api/projects/p/live", json={"enabled": True})
+    project = client.app[CONTEXT_KEY].projects.get("p").project
+    await asyncio.get_running_loop().run_in_executor(None, project.wait_for_training, 120)
+    assert (await (await client.get("/api/projects/p")).json())["generation"] >= 1
