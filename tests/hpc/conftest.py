@@ -40,8 +40,8 @@ def write_zarr(path, image, chunks=CHUNK):
     return str(path)
 
 
-def paint_and_train(project: Project, truth: np.ndarray) -> None:
-    for z in (6, 17):
+def paint_and_train(project: Project, truth: np.ndarray, slices=(6, 17)) -> None:
+    for z in slices:
         rng = np.random.default_rng(z)
         for label in (2, 1):
             points = np.argwhere(truth[z] == label)
