@@ -45,3 +45,7 @@ class SourceError(IlastikWebError):
 
 class UnauthenticatedError(IlastikWebError):
     """The caller has not shown valid credentials (maps to 401)."""
+
+
+class TooManyRequestsError(IlastikWebError):
+    """A bounded queue is full; retry later (maps to 429)."""

@@ -8,11 +8,13 @@ snapshot of one revision (for serving or training) a cheap dictionary copy.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,17 +32,60 @@ LOG_NAME = "edits.log"
 CHECKPOINT_NAME = "checkpoint.npz"
 
 
+#: Largest mask edit, in voxels of its box.
+MAX_MASK_VOXELS = 1 << 30
+
+
+@dataclass(frozen=True, eq=False)
+class MaskEdit:
+    """Set the voxels of a boolean ``mask`` (shaped like ``box``, (z, y, x)) to ``label``."""
+
+    box: Box
+    mask: np.ndarray
+    label: int
+
+    def __post_init__(self) -> None:
+        if self.box.ndim != 3:
+            raise InvalidRequestError(f"a mask edit needs a 3D (z, y, x) box, got {self.box}")
+        if self.box.size > MAX_MASK_VOXELS:
+            raise InvalidRequestError(f"a mask edit covers at most {MAX_MASK_VOXELS} voxels")
+        mask = np.asarray(self.mask)
+        if mask.shape != self.box.shape:
+            raise InvalidRequestError(f"mask shape {mask.shape} differs from its box {self.box}")
+        if not (0 <= int(self.label) <= 255):
+            raise InvalidRequestError("label must be 0 (eraser) or a class value 1..255")
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        mask.setflags(write=False)
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "label", int(self.label))
+
+    def to_json(self) -> dict:
+        bits = zlib.compress(np.packbits(self.mask.ravel()).tobytes(), 6)
+        return {"box": [list(self.box.start), list(self.box.stop)], "label": self.label,
+                "bits": base64.b64encode(bits).decode("ascii")}
+
+    @classmethod
+    def from_json(cls, data: dict) -> MaskEdit:
+        box = Box(tuple(data["box"][0]), tuple(data["box"][1]))
+        packed = np.frombuffer(zlib.decompress(base64.b64decode(data["bits"])), dtype=np.uint8)
+        mask = np.unpackbits(packed, count=box.size).astype(bool).reshape(box.shape)
+        return cls(box, mask, data["label"])
+
+
 @dataclass(frozen=True)
 class Edit:
-    """One undoable edit: a stroke, or a relabelling of one class value to another."""
+    """One undoable edit: a stroke, a mask, or a relabelling of one class value to another."""
 
     revision: int
     stroke: Stroke | None = None
     relabel: tuple[int, int] | None = None
+    mask: MaskEdit | None = None
 
     def to_json(self) -> dict:
         if self.stroke is not None:
             return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json()}
+        if self.mask is not None:
+            return {"op": "mask", "rev": self.revision, **self.mask.to_json()}
         assert self.relabel is not None
         old, new = self.relabel
         return {"op": "relabel", "rev": self.revision, "from": old, "to": new}
@@ -138,6 +183,24 @@ class LabelStore:
             self._undone.clear()
             self._revision = edit.revision
             return EditResult(self._revision, box)
+
+    def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
+        """Set the voxels where ``mask`` (shaped like ``box``) is True to ``label`` (0 erases).
+
+        Like a stroke: durable once this returns, undoable, replayed on reopen. The box
+        must lie inside the volume.
+        """
+        edit_mask = MaskEdit(box, mask, label)
+        if not Box.from_shape(self.shape).contains(box):
+            raise InvalidRequestError(f"mask box {box} is outside the labels of shape {self.shape}")
+        with self._lock:
+            edit = Edit(self._revision + 1, mask=edit_mask)
+            self._append(edit.to_json())
+            touched = self._apply_mask(edit_mask)
+            self._active.append(edit)
+            self._undone.clear()
+            self._revision = edit.revision
+            return EditResult(self._revision, touched)
 
     def relabel(self, old: int, new: int) -> EditResult:
         """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels)."""
@@ -276,6 +339,11 @@ class LabelStore:
             self._apply_stroke(edit.stroke)  # type: ignore[arg-type]
             self._active.append(edit)
             self._undone.clear()
+        elif op == "mask":
+            edit = Edit(record["rev"], mask=MaskEdit.from_json(record))
+            self._apply_mask(edit.mask)  # type: ignore[arg-type]
+            self._active.append(edit)
+            self._undone.clear()
         elif op == "relabel":
             edit = Edit(record["rev"], relabel=(record["from"], record["to"]))
             self._apply_relabel(record["from"], record["to"])
@@ -319,6 +387,30 @@ class LabelStore:
             self._blocks[index] = block
         return box
 
+    def _apply_mask(self, edit: MaskEdit, only: set[BlockIndex] | None = None) -> Box:
+        hit_box = mask_bounds(edit.mask).translate(edit.box.start)
+        if hit_box.is_empty:
+            return hit_box
+        for index in _block_indices(hit_box, self.block_shape):
+            if only is not None and index not in only:
+                continue
+            block_box = _block_box(index, self.block_shape, self.shape)
+            part = block_box.intersect(hit_box)
+            mask = edit.mask[part.relative_to(edit.box)]
+            if not mask.any():
+                continue
+            block = self._blocks.get(index)
+            if block is None:
+                if edit.label == 0:
+                    continue
+                block = np.zeros(block_box.shape, dtype=np.uint8)
+            else:
+                block = block.copy()
+            block[part.relative_to(block_box)][mask] = edit.label
+            block.setflags(write=False)
+            self._blocks[index] = block
+        return hit_box
+
     def _apply_relabel(self, old: int, new: int, only: set[BlockIndex] | None = None) -> Box:
         touched: list[Box] = []
         for index, block in list(self._blocks.items()):
@@ -336,6 +428,8 @@ class LabelStore:
     def _edit_blocks(self, edit: Edit) -> set[BlockIndex]:
         if edit.stroke is not None:
             return set(_block_indices(edit.stroke.bounding_box(self.shape), self.block_shape))
+        if edit.mask is not None:
+            return set(_block_indices(edit.mask.box, self.block_shape))
         return set(self._blocks) | set(self._base)
 
     def _replay_region(self, removed: Edit) -> Box:
@@ -353,6 +447,8 @@ class LabelStore:
     def _reapply(self, edit: Edit, only: set[BlockIndex] | None = None) -> Box:
         if edit.stroke is not None:
             return self._apply_stroke(edit.stroke, only=only)
+        if edit.mask is not None:
+            return self._apply_mask(edit.mask, only=only)
         assert edit.relabel is not None
         return self._apply_relabel(*edit.relabel, only=only)
 
@@ -372,6 +468,18 @@ def _block_box(index: BlockIndex, block_shape: tuple[int, int, int],
     start = tuple(i * b for i, b in zip(index, block_shape, strict=True))
     stop = tuple(min(s + b, n) for s, b, n in zip(start, block_shape, shape, strict=True))
     return Box(start, stop)
+
+
+def mask_bounds(mask: np.ndarray) -> Box:
+    """The smallest box (relative to the array) holding every True voxel; empty if none."""
+    if not mask.any():
+        return Box((0,) * mask.ndim, (0,) * mask.ndim)
+    start, stop = [], []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        start.append(int(hit[0]))
+        stop.append(int(hit[-1]) + 1)
+    return Box(tuple(start), tuple(stop))
 
 
 def _union(boxes: list[Box]) -> Box:
