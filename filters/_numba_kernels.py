@@ -155,3 +155,15 @@ def eigenvalues_3x3(a00, a01, a02, a11, a12, a22, origin, out):  # pragma: no co
             out[0, z, y, x] = largest
             out[1, z, y, x] = 3.0 * mean - largest - smallest
             out[2, z, y, x] = smallest
+
+
+@numba.njit(**_OPTIONS)
+def copy_4d(source, target):  # pragma: no cover - compiled
+    """``target[...] = source`` for (k, z, y, x) arrays, parallel over (k, z)."""
+    nk, nz, ny, nx = target.shape
+    for plane in numba.prange(nk * nz):
+        k = plane // nz
+        z = plane % nz
+        for y in range(ny):
+            for x in range(nx):
+                target[k, z, y, x] = source[k, z, y, x]

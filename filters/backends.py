@@ -7,8 +7,11 @@ operators, which both numpy arrays and torch tensors implement.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
+from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,14 +35,25 @@ class Backend(Protocol):
     def correlate(self, array: Any, kernel: np.ndarray, axis: int) -> Any:
         """Valid correlation along ``axis`` with a symmetric or antisymmetric kernel."""
 
-    def sqrt(self, array: Any) -> Any: ...
+    def sqrt(self, array: Any) -> Any:
+        """In place."""
+
+    def multiply(self, a: Any, b: Any) -> Any: ...
+
+    def add(self, a: Any, b: Any) -> Any: ...
+
+    def subtract(self, a: Any, b: Any) -> Any: ...
+
+    def store(self, target: np.ndarray, values: Any) -> None:
+        """Copy values into a (k, z, y, x) numpy view of the output."""
 
     def copy_rows(self, array: Any, axis: int, start: int, sources: np.ndarray) -> None:
         """In place: ``array[..., start + i, ...] = array[..., sources[i], ...]`` along axis."""
 
-    def eigenvalues(self, components: list[Any]) -> Any:
+    def eigenvalues(self, components: list[Any], out: np.ndarray | None = None) -> Any:
         """Descending eigenvalues of symmetric matrices given as upper-triangle components
-        (a00, a01, a11) or (a00, a01, a02, a11, a12, a22); shape (k, *spatial)."""
+        (a00, a01, a11) or (a00, a01, a02, a11, a12, a22); shape (k, *spatial), written to
+        the numpy view ``out`` when given."""
 
 
 def _kernel_parity(kernel: np.ndarray) -> int:
@@ -78,6 +92,90 @@ def _contiguous_base(view: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]
     return np.ascontiguousarray(view), (0, 0, 0)
 
 
+class _Arena:
+    """Bump allocator over retained float32 chunks.
+
+    Fresh memory costs a page fault per page on first touch, which dominated whole-volume
+    runs here; intermediates of a scale group are instead carved out of chunks that are kept
+    and reused, and :meth:`reset` frees them all at once.
+    """
+
+    CHUNK_VOXELS = 1 << 24  # 64 MiB
+
+    def __init__(self) -> None:
+        self._chunks: list[np.ndarray] = []
+        self._chunk = 0
+        self._used = 0
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        size = int(np.prod(shape))
+        size_aligned = -(-size // 16) * 16  # keep rows of later arrays 64-byte aligned
+        while self._chunk < len(self._chunks):
+            chunk = self._chunks[self._chunk]
+            if self._used + size_aligned <= len(chunk):
+                view = chunk[self._used : self._used + size]
+                self._used += size_aligned
+                return view.reshape(shape)
+            self._chunk += 1
+            self._used = 0
+        self._chunks.append(np.empty(max(self.CHUNK_VOXELS, size_aligned), dtype=np.float32))
+        self._used = size_aligned
+        return self._chunks[-1][:size].reshape(shape)
+
+    def reset(self) -> None:
+        self._chunk = 0
+        self._used = 0
+
+    @property
+    def nbytes(self) -> int:
+        return sum(chunk.nbytes for chunk in self._chunks)
+
+
+_idle_arenas: list[_Arena] = []
+_arena_lock = threading.Lock()
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[None]:
+    """Scope in which the numba backend allocates from a reusable arena (one per thread)."""
+    if getattr(_local, "arena", None) is not None:
+        yield
+        return
+    with _arena_lock:
+        arena = _idle_arenas.pop() if _idle_arenas else _Arena()
+    _local.arena = arena
+    try:
+        yield
+    finally:
+        _local.arena = None
+        arena.reset()
+        with _arena_lock:
+            _idle_arenas.append(arena)
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[None]:
+    """Within :func:`workspace`: everything allocated inside is released at exit."""
+    arena = getattr(_local, "arena", None)
+    if arena is None:
+        yield
+        return
+    chunk, used = arena._chunk, arena._used
+    try:
+        yield
+    finally:
+        arena._chunk, arena._used = chunk, used
+
+
+def release_memory() -> int:
+    """Drop the retained scratch memory of idle workspaces; returns the bytes released."""
+    with _arena_lock:
+        released = sum(arena.nbytes for arena in _idle_arenas)
+        _idle_arenas.clear()
+    return released
+
+
 SERIAL_BELOW_VOXELS = 1 << 16
 """Smaller kernel calls run on the calling thread: waking numba's workers costs more there."""
 
@@ -108,10 +206,31 @@ class NumbaBackend:
             self._numba.set_num_threads(threads)
 
     def empty(self, shape: tuple[int, ...]) -> np.ndarray:
-        return np.empty(shape, dtype=np.float32)
+        arena = getattr(_local, "arena", None)
+        if arena is None:
+            return np.empty(shape, dtype=np.float32)
+        return arena.empty(tuple(shape))
 
     def from_numpy(self, array: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(array, dtype=np.float32)
+        if array.dtype == np.float32 and array.flags.c_contiguous:
+            return array
+        out = self.empty(array.shape)
+        out[...] = array
+        return out
+
+    def multiply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.multiply(a, b, out=self.empty(a.shape))
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.add(a, b, out=self.empty(a.shape))
+
+    def subtract(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.subtract(a, b, out=self.empty(a.shape))
+
+    def store(self, target: np.ndarray, values: np.ndarray) -> None:
+        """``target[...] = values`` for a (k, z, y, x) view of the output, in parallel."""
+        values = values.reshape(target.shape)
+        self._call(self._kernels.copy_4d, values.size, values, target)
 
     def to_numpy(self, array: np.ndarray) -> np.ndarray:
         return array
@@ -122,7 +241,7 @@ class NumbaBackend:
         radius = len(kernel) // 2
         shape = list(array.shape)
         shape[axis] -= 2 * radius
-        out = np.empty(shape, dtype=np.float32)
+        out = self.empty(tuple(shape))
         half = np.ascontiguousarray(kernel[radius:], dtype=np.float32)
         parity = np.float32(_kernel_parity(kernel))
         base, origin = _contiguous_base(array)
@@ -136,14 +255,15 @@ class NumbaBackend:
         moved = np.moveaxis(array, axis, 0)
         moved[start : start + len(sources)] = moved[sources]
 
-    def eigenvalues(self, components: list[np.ndarray]) -> np.ndarray:
+    def eigenvalues(self, components: list[np.ndarray], out: np.ndarray | None = None) -> Any:
         shape = components[0].shape
         located = [_contiguous_base(c) for c in components]
         if len({(base.shape, origin) for base, origin in located}) == 1:
             bases, origin = [base for base, _ in located], located[0][1]
         else:
             bases, origin = [np.ascontiguousarray(c) for c in components], (0, 0, 0)
-        out = np.empty((2 if len(components) == 3 else 3, *shape), dtype=np.float32)
+        if out is None:
+            out = self.empty((2 if len(components) == 3 else 3, *shape))
         kernel = (
             self._kernels.eigenvalues_2x2 if len(components) == 3 else self._kernels.eigenvalues_3x3
         )
@@ -186,6 +306,18 @@ class TorchBackend:
             out.add_(after + before if parity > 0 else after - before, alpha=tap)
         return out
 
+    def multiply(self, a: Any, b: Any) -> Any:
+        return a * b
+
+    def add(self, a: Any, b: Any) -> Any:
+        return a + b
+
+    def subtract(self, a: Any, b: Any) -> Any:
+        return a - b
+
+    def store(self, target: np.ndarray, values: Any) -> None:
+        target[...] = self.to_numpy(values).reshape(target.shape)
+
     def sqrt(self, array: Any) -> Any:
         return array.sqrt_()
 
@@ -193,7 +325,14 @@ class TorchBackend:
         index = self._torch.as_tensor(sources, dtype=self._torch.long, device=self.device)
         array.narrow(axis, start, len(sources)).copy_(array.index_select(axis, index))
 
-    def eigenvalues(self, components: list[Any]) -> Any:
+    def eigenvalues(self, components: list[Any], out: np.ndarray | None = None) -> Any:
+        values = self._eigenvalues(components)
+        if out is None:
+            return values
+        self.store(out, values)
+        return out
+
+    def _eigenvalues(self, components: list[Any]) -> Any:
         torch = self._torch
         parts = [c.to(torch.float64) for c in components]
         if len(parts) == 3:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from filters.backends import Backend, get_backend
+from filters.backends import Backend, get_backend, scratch, workspace
 from filters.kernels import AxisPlan, ScalePlan, plan_scale
 from filters.spec import (
     FeatureSpec,
@@ -204,8 +204,10 @@ def _compute_group(
     group: _Group,
     tile_start: Sequence[int],
     image_shape: Sequence[int],
-) -> dict[str, Any]:
-    """Features of one scale group on one tile; values are (k, *tile) or (*tile) arrays."""
+    targets: dict[str, np.ndarray],
+) -> None:
+    """Features of one scale group on one tile, written to ``targets[feature_id]``, the
+    (k, *tile) numpy views of the output."""
     plan = group.plan
     active = plan.active_axes
     halo = group.halo
@@ -222,40 +224,40 @@ def _compute_group(
     def final(orders: Sequence[int], kind: str = "smooth") -> Any:
         return _crop(derivatives.get(orders, kind), target)
 
-    results: dict[str, Any] = {}
     ids = group.feature_ids
     if "GaussianSmoothing" in ids:
-        results["GaussianSmoothing"] = final((0, 0, 0))
+        backend.store(targets["GaussianSmoothing"], final((0, 0, 0)))
     if "LaplacianOfGaussian" in ids:
         total = None
         for a in active:
             term = final(_unit(a, 2))
-            total = term if total is None else total + term
-        results["LaplacianOfGaussian"] = total
+            total = term if total is None else backend.add(total, term)
+        backend.store(targets["LaplacianOfGaussian"], total)
     if "GaussianGradientMagnitude" in ids:
         total = None
         for a in active:
             term = final(_unit(a, 1))
-            total = term * term if total is None else total + term * term
-        results["GaussianGradientMagnitude"] = backend.sqrt(total)
+            square = backend.multiply(term, term)
+            total = square if total is None else backend.add(total, square)
+        backend.store(targets["GaussianGradientMagnitude"], backend.sqrt(total))
     if "DifferenceOfGaussians" in ids:
-        results["DifferenceOfGaussians"] = final((0, 0, 0)) - final((0, 0, 0), "dog")
+        difference = backend.subtract(final((0, 0, 0)), final((0, 0, 0), "dog"))
+        backend.store(targets["DifferenceOfGaussians"], difference)
     if "HessianOfGaussianEigenvalues" in ids:
         components = [final(_pair(a, b)) for a, b in _upper_triangle(active)]
-        results["HessianOfGaussianEigenvalues"] = backend.eigenvalues(components)
+        backend.eigenvalues(components, out=targets["HessianOfGaussianEigenvalues"])
     if wants_tensor:
         gradients = {a: derivatives.get(_unit(a, 1)) for a in active}
         components = []
         for a, b in _upper_triangle(active):
-            product = gradients[a] * gradients[b]
+            product = backend.multiply(gradients[a], gradients[b])
             for axis in active:
                 origin = tile_start[axis] - target[axis]
                 _fill_mirror(backend, product, axis, origin, image_shape[axis])
             for axis in active:
                 product = backend.correlate(product, plan.axes[axis].outer, axis)
             components.append(product)
-        results["StructureTensorEigenvalues"] = backend.eigenvalues(components)
-    return results
+        backend.eigenvalues(components, out=targets["StructureTensorEigenvalues"])
 
 
 def _upper_triangle(axes: Sequence[int]) -> list[tuple[int, int]]:
@@ -363,19 +365,37 @@ def compute_features(
     groups = _groups(specs, ndim, sizes, inputs)
     halo = _internal_halo(groups)
     spatial = volume.shape[1:]
-    for tile_slices in _tiles(spatial, tile):
-        tile_start = [s.start for s in tile_slices]
-        for c in range(inputs):
-            read = _read_mirrored(engine, volume[c], tile_slices, halo)
-            for group in groups:
-                results = _compute_group(engine, read, halo, group, tile_start, spatial)
-                for spec, first, count in group.outputs:
-                    start = first + c * count
-                    values = engine.to_numpy(results[spec.feature_id])
-                    if count == 1:
-                        values = values[None]
-                    target[(slice(start, start + count), *tile_slices)] = values
+    with workspace():
+        for tile_slices in _tiles(spatial, tile):
+            for c in range(inputs):
+                with scratch():
+                    _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo)
     return out
+
+
+def _compute_tile(
+    backend: Backend,
+    channel: np.ndarray,
+    target: np.ndarray,
+    input_channel: int,
+    tile_slices: tuple[slice, ...],
+    groups: Sequence[_Group],
+    halo: Sequence[int],
+) -> None:
+    """Every feature of one input channel on one tile, written into ``target``."""
+    read = _read_mirrored(backend, channel, tile_slices, halo)
+    tile_start = [s.start for s in tile_slices]
+    for group in groups:
+        views: dict[str, list[np.ndarray]] = {}
+        for spec, first, count in group.outputs:
+            channels = slice(first + input_channel * count, first + (input_channel + 1) * count)
+            views.setdefault(spec.feature_id, []).append(target[(channels, *tile_slices)])
+        targets = {feature_id: v[0] for feature_id, v in views.items()}
+        with scratch():
+            _compute_group(backend, read, halo, group, tile_start, channel.shape, targets)
+        for first_view, *duplicates in views.values():
+            for duplicate in duplicates:  # "in 2D" on a 2D image: the same feature twice
+                duplicate[...] = first_view
 
 
 def _tile_shape(tile_shape: Sequence[int] | None, ndim: int) -> tuple[int, int, int]:
