@@ -12,13 +12,17 @@ from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
+from ilastik_web.sam import ModelSpec, SamService, SamSettings
 from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, policy_for_token
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.projects import ProjectHub
+from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_project import project_routes
+from ilastik_web.server.routes_sam import sam_routes
 from ilastik_web.server.routing import RouteTable
+from neuroglancer_ext.extension import install_extension
 from neuroglancer_ext.layers import LayerRegistry, ServedLayer
 from neuroglancer_ext.precomputed_routes import precomputed_routes
 from neuroglancer_ext.session import ViewerSession, ViewerSessions
@@ -105,7 +109,7 @@ def create_app(
         executor=ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ilastik-web"),
         policy=policy_for_token(config.token),
         table=table,
-        client=client or StaticClient(),
+        client=client or install_extension(StaticClient()),
         projects=ProjectHub(registry, cache),
     )
     for project_id, project, source_layer_id in projects:
@@ -121,6 +125,15 @@ def create_app(
     table.extend(precomputed_routes(registry, ctx.executor))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor))
+    table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,
+                            allowed_roots=config.allowed_roots or None))
+    sam = SamService(SamSettings(
+        models=tuple(ModelSpec.parse(text) for text in config.sam_models),
+        device=config.sam_device,
+        embedding_dir=config.sam_cache_dir,
+    ))
+    table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
+                            instances_dir=config.sam_cache_dir))
 
     app = web.Application(
         middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],
@@ -135,6 +148,7 @@ def create_app(
     async def stop_workers(app: web.Application) -> None:
         ctx.executor.shutdown(wait=False, cancel_futures=True)
         ctx.projects.close()
+        sam.close()
 
     app.on_shutdown.append(close_streams)
     app.on_cleanup.append(stop_workers)
