@@ -25,6 +25,8 @@ class Backend(Protocol):
     """The primitives the feature pipeline needs."""
 
     name: str
+    parallel_tasks: bool
+    """Whether scale groups should run as concurrent tasks (else kernels parallelise)."""
 
     def empty(self, shape: tuple[int, ...]) -> Any: ...
 
@@ -168,6 +170,17 @@ def scratch() -> Iterator[None]:
         arena._chunk, arena._used = chunk, used
 
 
+@contextlib.contextmanager
+def serial_kernels() -> Iterator[None]:
+    """Within: numba kernels of this thread run single-threaded (tasks run side by side)."""
+    previous = getattr(_local, "serial", False)
+    _local.serial = True
+    try:
+        yield
+    finally:
+        _local.serial = previous
+
+
 def release_memory() -> int:
     """Drop the retained scratch memory of idle workspaces; returns the bytes released."""
     with _arena_lock:
@@ -185,6 +198,7 @@ class NumbaBackend:
 
     name = "numba"
     device = "cpu"
+    parallel_tasks = True
 
     def __init__(self) -> None:
         import numba
@@ -195,7 +209,7 @@ class NumbaBackend:
         self._kernels = _numba_kernels
 
     def _call(self, kernel: Any, voxels: int, *args: Any) -> None:
-        if voxels >= SERIAL_BELOW_VOXELS:
+        if voxels >= SERIAL_BELOW_VOXELS and not getattr(_local, "serial", False):
             kernel(*args)
             return
         threads = self._numba.get_num_threads()  # per calling thread in numba
@@ -275,6 +289,7 @@ class TorchBackend:
     """torch backend on any device; each correlation is a sum of shifted views."""
 
     name = "torch"
+    parallel_tasks = False
 
     def __init__(self, device: Any = None) -> None:
         import torch

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from filters.backends import Backend, get_backend, scratch, workspace
+from filters.backends import Backend, get_backend, scratch, serial_kernels, workspace
 from filters.kernels import AxisPlan, ScalePlan, plan_scale
 from filters.spec import (
     FeatureSpec,
@@ -365,12 +367,39 @@ def compute_features(
     groups = _groups(specs, ndim, sizes, inputs)
     halo = _internal_halo(groups)
     spatial = volume.shape[1:]
+    pool = _task_pool() if engine.parallel_tasks and volume[0].size >= TASK_MIN_VOXELS else None
     with workspace():
         for tile_slices in _tiles(spatial, tile):
             for c in range(inputs):
                 with scratch():
-                    _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo)
+                    _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo, pool)
     return out
+
+
+TASK_MIN_VOXELS = 1 << 18
+"""Below this many voxels per channel the scale groups run one after another."""
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _task_pool() -> ThreadPoolExecutor | None:
+    """Threads that run scale groups side by side, one per numba thread.
+
+    Coarse tasks with single-threaded kernels (numba releases the GIL) replace hundreds of
+    short parallel regions: on a shared machine each region's barrier waits for the slowest,
+    possibly descheduled, thread.
+    """
+    global _pool
+    import numba
+
+    threads = numba.config.NUMBA_NUM_THREADS
+    if threads < 2:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="filters")
+    return _pool
 
 
 def _compute_tile(
@@ -381,11 +410,13 @@ def _compute_tile(
     tile_slices: tuple[slice, ...],
     groups: Sequence[_Group],
     halo: Sequence[int],
+    pool: ThreadPoolExecutor | None = None,
 ) -> None:
     """Every feature of one input channel on one tile, written into ``target``."""
     read = _read_mirrored(backend, channel, tile_slices, halo)
     tile_start = [s.start for s in tile_slices]
-    for group in groups:
+
+    def run(group: _Group) -> None:
         views: dict[str, list[np.ndarray]] = {}
         for spec, first, count in group.outputs:
             channels = slice(first + input_channel * count, first + (input_channel + 1) * count)
@@ -396,6 +427,20 @@ def _compute_tile(
         for first_view, *duplicates in views.values():
             for duplicate in duplicates:  # "in 2D" on a 2D image: the same feature twice
                 duplicate[...] = first_view
+
+    if pool is None:
+        for group in groups:
+            run(group)
+        return
+
+    def task(group: _Group) -> None:
+        with workspace(), serial_kernels():
+            run(group)
+
+    # largest σ first: the longest tasks start early, the short ones fill in
+    ordered = sorted(groups, key=lambda group: sum(group.halo), reverse=True)
+    for future in [pool.submit(task, group) for group in ordered]:
+        future.result()
 
 
 def _tile_shape(tile_shape: Sequence[int] | None, ndim: int) -> tuple[int, int, int]:
