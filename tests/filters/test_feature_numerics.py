@@ -168,3 +168,15 @@ def test_bad_arguments_are_one_line_value_errors(kwargs: dict, message: str) -> 
     with pytest.raises(ValueError, match=message) as raised:
         filters.compute_features(**kwargs)
     assert "\n" not in str(raised.value)
+
+
+def test_concurrent_scale_groups_equal_sequential(monkeypatch: pytest.MonkeyPatch) -> None:
+    from filters import compute
+
+    image = structured_image((64, 64, 64), seed=5)
+    selection = [s for s in filters.default_selection() if s.sigma in (0.7, 1.6, 3.5)]
+    assert image[0].size >= compute.TASK_MIN_VOXELS
+    concurrent = filters.compute_features(image, selection, ndim=3)
+    monkeypatch.setattr(compute, "TASK_MIN_VOXELS", 1 << 40)
+    sequential = filters.compute_features(image, selection, ndim=3)
+    assert np.array_equal(concurrent, sequential)
