@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_serve_command(commands)
+    from hpc.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -123,7 +126,15 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="only browse the data: no labels, no training")
     serve.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
-    serve.set_defaults(run=run_serve)
+    serve.add_argument("--sam-model", action="append", default=[], metavar="[NAME=]TYPE:PATH",
+                       help="a Segment Anything checkpoint for the SAM tools, e.g. "
+                            "vit_b:/models/sam_vit_b.pth or lm=vit_b_lm:/models/vit_b_lm.pt "
+                            "(repeatable; never downloaded)")
+    serve.add_argument("--sam-device", choices=["cpu", "cuda"], default=None,
+                       help="device for SAM (default: CUDA when present, else CPU)")
+    serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
+                       help="folder caching SAM embeddings on disk (default: memory only)")
+    serve.set_defaults(func=run_serve)
 
 
 def default_data_dir() -> Path:
@@ -259,6 +270,9 @@ def run_serve(args: argparse.Namespace) -> int:
         allowed_roots=tuple(args.allow_root),
         cache_bytes=args.cache_mb * 1024 * 1024,
         workers=args.workers,
+        sam_models=tuple(args.sam_model),
+        sam_device=args.sam_device,
+        sam_cache_dir=args.sam_cache,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, cache))
@@ -275,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return args.run(args)
+        return args.func(args)
     except CommandError as exc:
         sys.stderr.write(f"ilastik-web: error: {exc}\n")
         return EXIT_USAGE

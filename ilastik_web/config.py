@@ -28,6 +28,13 @@ class ServerConfig:
         Threads reading and encoding chunks.
     viewer_token
         Id of the default viewer session, in its URL ``/v/<viewer_token>/``.
+    sam_models
+        Segment Anything checkpoints, each ``[name=]model_type:/path/to/checkpoint.pt``;
+        nothing is ever downloaded.
+    sam_device
+        "cpu" or "cuda" for SAM; None: CUDA when present.
+    sam_cache_dir
+        Where SAM embeddings are cached on disk (None: memory only).
     """
 
     host: str = "127.0.0.1"
@@ -37,6 +44,9 @@ class ServerConfig:
     cache_bytes: int = 1024 * 1024 * 1024
     workers: int = 4
     viewer_token: str = "main"
+    sam_models: tuple[str, ...] = ()
+    sam_device: str | None = None
+    sam_cache_dir: Path | None = None
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -21,6 +21,7 @@ from ilastik_web.errors import (
     NotReadyError,
     OutOfBoundsError,
     SourceError,
+    TooManyRequestsError,
     UnauthenticatedError,
 )
 
@@ -33,6 +34,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (NotFoundError, 404),
     (GoneError, 410),
     (NotReadyError, 503),
+    (TooManyRequestsError, 429),
     (OutOfBoundsError, 400),
     (InvalidRequestError, 400),
     (SourceError, 422),
@@ -64,7 +66,7 @@ def response_for(error: BaseException) -> web.Response:
     """The response for an exception a handler raised."""
     status = status_for(error)
     headers: dict[str, str] = {}
-    if status == 503:
+    if status in (429, 503):
         headers["Retry-After"] = str(RETRY_AFTER_S)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ilastik-web"'

@@ -111,7 +111,7 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
                                        memory_bytes=memory, background=True)
 
 
-def routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
+def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
            allowed_roots: Sequence[Path] | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
@@ -222,4 +222,3 @@ def routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = No
 
 
 #: The name the other route modules use.
-job_routes = routes

@@ -15,7 +15,7 @@ from ilastik_web.abc import Box
 from ilastik_web.cache import ArrayCache
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.projects import ProjectHub
-from ilastik_web.server.routes_jobs import routes
+from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routing import RouteTable
 from ilastik_web.sources import open_source
 from neuroglancer_ext.layers import LayerRegistry
@@ -27,7 +27,7 @@ async def _exercise_routes(project, tmp_path):
     hub.add("p", project, source_layer_id="raw")
     executor = ThreadPoolExecutor(2)
     app = web.Application(middlewares=[error_middleware])
-    RouteTable(routes(hub, executor, allowed_roots=[tmp_path])).register(app)
+    RouteTable(job_routes(hub, executor, allowed_roots=[tmp_path])).register(app)
     async with TestClient(TestServer(app)) as client:
         bad = await client.post("/api/projects/p/jobs", json={"export": "edges"})
         assert bad.status == 400 and "export" in (await bad.json())["error"]
