@@ -148,6 +148,8 @@ async def test_feature_selection(client):
 
 async def test_training_serves_predictions_and_viewer_follows(client, blobs):
     ctx = client.app[CONTEXT_KEY]
+    # Explicit training only: a live retrain could supersede the version under test.
+    await client.put("/api/projects/p/live", json={"enabled": False})
     assert (await client.post("/api/projects/p/train")).status == 400  # no labels yet
     await _paint_training_set(client, blobs)
     resp = await client.post("/api/projects/p/train")
@@ -193,6 +195,7 @@ async def test_events_websocket_pushes_labels_and_generations(client, blobs):
 
 async def test_concurrent_chunk_reads_while_training(client, blobs):
     """Many clients read raw and prediction chunks while strokes retrain: no 5xx."""
+    await client.put("/api/projects/p/live", json={"enabled": False})
     await _paint_training_set(client, blobs)
     await client.post("/api/projects/p/train")
     statuses: list[int] = []
@@ -212,6 +215,7 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
             statuses.append(resp.status)
             await asyncio.sleep(0.1)
 
+    await client.put("/api/projects/p/live", json={"enabled": True})
     await asyncio.wait_for(asyncio.gather(painter(), *(reader(i) for i in range(8))), 120)
     assert set(statuses) <= {200, 410}, sorted(set(statuses))
     assert statuses.count(200) > len(statuses) * 0.8
