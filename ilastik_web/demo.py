@@ -28,7 +28,7 @@ import tensorstore as ts
 from scipy import ndimage
 
 from ilastik_web.pyramid import downsample_mean, downsample_mode, pyramid_factors
-from ilastik_web.sources.procedural import hash_uniform, value_noise
+from ilastik_web.sources.procedural import hash_uniform, jittered_voronoi, value_noise
 
 logger = logging.getLogger(__name__)
 
@@ -123,43 +123,6 @@ def ensure_demo(
     return data
 
 
-def _nearest_cells(seed: int, centres: list[np.ndarray]):
-    """Nearest and second-nearest feature-point distances, and the nearest cell's lattice
-    coordinates, on the grid of ``centres`` (physical units of y/x voxels)."""
-    cells = [np.floor(c / _CELL_SPACING).astype(np.int64) for c in centres]
-    lo = [int(c.min()) - 1 for c in cells]
-    axes = [np.arange(a, int(c.max()) + 2) for a, c in zip(lo, cells, strict=True)]
-    mesh = (axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :])
-    points = [
-        ((mesh[a] + 0.1 + 0.8 * hash_uniform(seed, 10 + a, *mesh)) * _CELL_SPACING).astype(
-            np.float32
-        )
-        for a in range(3)
-    ]
-    lattice = points[0].shape
-    out_shape = tuple(len(c) for c in centres)
-    best = np.full(out_shape, np.inf, np.float32)
-    second = np.full(out_shape, np.inf, np.float32)
-    best_id = np.zeros(out_shape, np.int64)
-    local = [c.astype(np.float32) for c in centres]
-    rel = [c - a for c, a in zip(cells, lo, strict=True)]
-    for oz in (-1, 0, 1):
-        iz = (rel[0] + oz)[:, None, None]
-        for oy in (-1, 0, 1):
-            iy = (rel[1] + oy)[None, :, None]
-            for ox in (-1, 0, 1):
-                flat = (iz * lattice[1] + iy) * lattice[2] + (rel[2] + ox)[None, None, :]
-                d = (np.take(points[0], flat) - local[0][:, None, None]) ** 2
-                d += (np.take(points[1], flat) - local[1][None, :, None]) ** 2
-                d += (np.take(points[2], flat) - local[2][None, None, :]) ** 2
-                closer = d < best
-                np.minimum(second, np.where(closer, best, d), out=second)
-                np.copyto(best_id, flat, where=closer)
-                np.copyto(best, d, where=closer)
-    gz, gy, gx = np.unravel_index(best_id, lattice)
-    return np.sqrt(best), np.sqrt(second), (axes[0][gz], axes[1][gy], axes[2][gx])
-
-
 def _upsample_axis(coarse: np.ndarray, axis: int, fine: np.ndarray, step: int, linear: bool):
     """Values at fine indices ``fine`` along ``axis`` from samples every ``step`` voxels."""
     position = fine / step
@@ -193,7 +156,7 @@ def generate_demo(shape: tuple[int, int, int], *, seed: int = 0) -> tuple[np.nda
         np.arange(-(-(s - 1) // st) + 1, dtype=np.float64) * st * (anisotropy if a == 0 else 1.0)
         for a, (s, st) in enumerate(zip(shape, steps, strict=True))
     ]
-    nearest, second, cell_id = _nearest_cells(seed, coarse_centres)
+    nearest, second, cell_id = jittered_voronoi(seed, _CELL_SPACING, coarse_centres, jitter=0.8)
     membrane_distance = 0.5 * (second - nearest)
     properties = np.stack(
         [hash_uniform(seed, 30 + k, *cell_id).astype(np.float32) for k in range(5)]

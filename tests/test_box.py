@@ -44,3 +44,12 @@ def test_chunks_tile_the_box_exactly(shape):
 
 def test_scaled_down_covers():
     assert Box((0, 3, 5), (1, 9, 10)).scaled_down((1, 2, 4)) == Box((0, 1, 1), (1, 5, 3))
+
+
+def test_of_mask_bounds_true_elements():
+    import numpy as np
+
+    mask = np.zeros((4, 6, 5), bool)
+    mask[1, 2, 3] = mask[2, 4, 1] = True
+    assert Box.of_mask(mask) == Box((1, 2, 1), (3, 5, 4))
+    assert Box.of_mask(np.zeros((3, 3), bool)).is_empty

@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ilastik_web.errors import InvalidRequestError, OutOfBoundsError
 
 
@@ -41,6 +43,20 @@ class Box:
     def from_slices(cls, slices: Sequence[slice]) -> Box:
         """A box from non-strided slices with explicit bounds."""
         return cls(tuple(s.start for s in slices), tuple(s.stop for s in slices))
+
+    @classmethod
+    def of_mask(cls, mask: np.ndarray) -> Box:
+        """The smallest box (in the mask's own coordinates) holding every True element;
+        an empty box at the origin when there is none."""
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            return cls((0,) * mask.ndim, (0,) * mask.ndim)
+        start, stop = [], []
+        for axis in range(mask.ndim):
+            hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+            start.append(int(hit[0]))
+            stop.append(int(hit[-1]) + 1)
+        return cls(tuple(start), tuple(stop))
 
     @property
     def ndim(self) -> int:

@@ -388,7 +388,7 @@ class LabelStore:
         return box
 
     def _apply_mask(self, edit: MaskEdit, only: set[BlockIndex] | None = None) -> Box:
-        hit_box = mask_bounds(edit.mask).translate(edit.box.start)
+        hit_box = Box.of_mask(edit.mask).translate(edit.box.start)
         if hit_box.is_empty:
             return hit_box
         for index in _block_indices(hit_box, self.block_shape):
@@ -468,18 +468,6 @@ def _block_box(index: BlockIndex, block_shape: tuple[int, int, int],
     start = tuple(i * b for i, b in zip(index, block_shape, strict=True))
     stop = tuple(min(s + b, n) for s, b, n in zip(start, block_shape, shape, strict=True))
     return Box(start, stop)
-
-
-def mask_bounds(mask: np.ndarray) -> Box:
-    """The smallest box (relative to the array) holding every True voxel; empty if none."""
-    if not mask.any():
-        return Box((0,) * mask.ndim, (0,) * mask.ndim)
-    start, stop = [], []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        start.append(int(hit[0]))
-        stop.append(int(hit[-1]) + 1)
-    return Box(tuple(start), tuple(stop))
 
 
 def _union(boxes: list[Box]) -> Box:

@@ -13,24 +13,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ilastik_web.abc import Box
 from ilastik_web.errors import InvalidRequestError
 
 #: Largest image (rows * columns) a run-length encoding may describe.
 MAX_DECODED_PIXELS = 1 << 28
-
-
-def mask_bounding_box(mask: np.ndarray) -> Box:
-    """The smallest box holding every True pixel of an n-D mask (empty box when none)."""
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        return Box((0,) * mask.ndim, (0,) * mask.ndim)
-    start, stop = [], []
-    for axis in range(mask.ndim):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        start.append(int(hit[0]))
-        stop.append(int(hit[-1]) + 1)
-    return Box(tuple(start), tuple(stop))
 
 
 def encode_rle(mask: np.ndarray) -> list[int]:

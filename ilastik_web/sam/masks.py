@@ -12,7 +12,7 @@ import numpy as np
 
 from ilastik_web.abc import Box
 from ilastik_web.errors import NotFoundError
-from ilastik_web.sam.encoding import encode_rle, mask_bounding_box, mask_polygons
+from ilastik_web.sam.encoding import encode_rle, mask_polygons
 from ilastik_web.sam.geometry import SlicePlane, SliceRef, in_plane_axes
 
 
@@ -60,7 +60,7 @@ class SamMask:
         for index in self.slice_indices:
             ref, image_box, image = self.slice_mask(index)
             entry: dict[str, Any] = {"index": index, "score": self.scores.get(index)}
-            crop = mask_bounding_box(image)
+            crop = Box.of_mask(image)
             entry["pixels"] = int(np.count_nonzero(image))
             if crop.is_empty:
                 entry.update(box_xyz=None, shape=[0, 0], rle=[], polygons_xyz=[])

@@ -16,10 +16,9 @@ from typing import Literal
 
 import numpy as np
 
-from ilastik_web.abc import LazyVolume
+from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.sam.embeddings import EmbeddingStore
-from ilastik_web.sam.encoding import mask_bounding_box
 from ilastik_web.sam.geometry import SliceRef, tile_for
 from ilastik_web.sam.models import LoadedModel
 from ilastik_web.sam.prompts import Prompt, decode, mask_to_logits
@@ -42,7 +41,7 @@ def project_prompt(mask: np.ndarray, tiles, model: LoadedModel, projection: Proj
 
     if projection not in PROJECTIONS:
         raise InvalidRequestError(f"projection must be one of {PROJECTIONS}")
-    bbox = mask_bounding_box(mask)
+    bbox = Box.of_mask(mask)
     (r0, c0), (r1, c1) = bbox.start, bbox.stop
     tile_index = tile_for(tiles, ((c0 + c1) / 2, (r0 + r1) / 2))
     outer = tiles[tile_index].outer

@@ -216,20 +216,33 @@ class ProceduralVolume(LazyVolume):
         return np.clip(np.rint(value * 255.0), 0, 255).astype(np.uint8)
 
 
-def _cell_pattern(seed: int, cell: int, centres: Sequence[np.ndarray], f: int) -> np.ndarray:
-    """Membranes, nuclei and cytoplasm of jittered-lattice Voronoi cells at ``centres``."""
+def jittered_voronoi(
+    seed: int, spacing: float, centres: Sequence[np.ndarray], *, jitter: float
+) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Distances to the nearest and second-nearest cell centre, and the nearest cell's index.
+
+    Cells are a lattice of ``spacing`` with one hashed feature point each, placed uniformly
+    in the middle ``jitter`` fraction of its lattice cell. ``centres`` are the (z, y, x)
+    coordinates of the output grid (same units as ``spacing``). Distances are computed
+    relative to the grid's first point, so float32 stays exact far from the origin.
+
+    Returns
+    -------
+    nearest, second : ndarray
+        float32 distances, shaped ``(len(z), len(y), len(x))``.
+    cell_index : tuple of ndarray
+        Lattice coordinates (z, y, x) of each voxel's nearest cell.
+    """
     origin = [float(np.floor(c[0])) for c in centres]
     local = [(c - o).astype(np.float32) for c, o in zip(centres, origin, strict=True)]
-    cells = [np.floor(c / cell).astype(np.int64) for c in centres]
+    cells = [np.floor(c / spacing).astype(np.int64) for c in centres]
     lo = [int(c.min()) - 1 for c in cells]
     axes = [np.arange(a, int(c.max()) + 2, dtype=np.int64) for a, c in zip(lo, cells, strict=True)]
     mesh = (axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :])
-    # Feature point of each lattice cell, relative to the block origin (float32 is exact
-    # enough there even 65536 voxels from the volume origin).
+    offset = (1.0 - jitter) / 2
     points = [
-        ((mesh[a] + 0.15 + 0.7 * hash_uniform(seed, 10 + a, *mesh)) * cell - origin[a]).astype(
-            np.float32
-        )
+        ((mesh[a] + offset + jitter * hash_uniform(seed, 10 + a, *mesh)) * spacing
+         - origin[a]).astype(np.float32)
         for a in range(3)
     ]
     shape = tuple(len(c) for c in centres)
@@ -238,12 +251,12 @@ def _cell_pattern(seed: int, cell: int, centres: Sequence[np.ndarray], f: int) -
     best_id = np.zeros(shape, np.int64)
     rel = [c - a for c, a in zip(cells, lo, strict=True)]
     lattice_shape = points[0].shape
-    for oz in (0, 1, 2):
-        iz = (rel[0] + oz - 1)[:, None, None]
-        for oy in (0, 1, 2):
-            iy = (rel[1] + oy - 1)[None, :, None]
-            for ox in (0, 1, 2):
-                ix = (rel[2] + ox - 1)[None, None, :]
+    for oz in (-1, 0, 1):
+        iz = (rel[0] + oz)[:, None, None]
+        for oy in (-1, 0, 1):
+            iy = (rel[1] + oy)[None, :, None]
+            for ox in (-1, 0, 1):
+                ix = (rel[2] + ox)[None, None, :]
                 flat = (iz * lattice_shape[1] + iy) * lattice_shape[2] + ix
                 d = (np.take(points[0], flat) - local[0][:, None, None]) ** 2
                 d += (np.take(points[1], flat) - local[1][None, :, None]) ** 2
@@ -252,12 +265,16 @@ def _cell_pattern(seed: int, cell: int, centres: Sequence[np.ndarray], f: int) -
                 np.minimum(second, np.where(closer, best, d), out=second)
                 np.copyto(best_id, flat, where=closer)
                 np.copyto(best, d, where=closer)
-    nearest, runner_up = np.sqrt(best), np.sqrt(second)
+    gz, gy, gx = np.unravel_index(best_id, lattice_shape)
+    return np.sqrt(best), np.sqrt(second), (axes[0][gz], axes[1][gy], axes[2][gx])
+
+
+def _cell_pattern(seed: int, cell: int, centres: Sequence[np.ndarray], f: int) -> np.ndarray:
+    """Membranes, nuclei and cytoplasm of jittered-lattice Voronoi cells at ``centres``."""
+    nearest, runner_up, ids = jittered_voronoi(seed, cell, centres, jitter=0.7)
     footprint = f * f / 12.0
     sigma = math.sqrt(_MEMBRANE_SIGMA**2 + footprint)
     membrane = (_MEMBRANE_SIGMA / sigma) * np.exp(-0.5 * ((runner_up - nearest) / (2 * sigma)) ** 2)
-    gz, gy, gx = np.unravel_index(best_id, lattice_shape)
-    ids = (axes[0][gz], axes[1][gy], axes[2][gx])
     nucleus_radius = cell * (0.2 + 0.1 * hash_uniform(seed, 20, *ids))
     edge = max(1.0, 0.5 * f)
     nucleus = 1.0 / (1.0 + np.exp((nearest - nucleus_radius) / edge))

@@ -10,7 +10,6 @@ from ilastik_web.errors import InvalidRequestError, OutOfBoundsError
 from ilastik_web.sam.encoding import (
     decode_rle,
     encode_rle,
-    mask_bounding_box,
     mask_polygons,
     polygons_contain,
     ring_area,
@@ -123,4 +122,4 @@ def test_polygon_of_a_square_is_its_diamond_cut_outline():
     assert ring[:, 1].min() == 1.0 and ring[:, 1].max() == 4.0
     assert abs(ring_area(ring)) == pytest.approx(9 - 4 * 0.125)
     assert mask_polygons(np.zeros((3, 3), bool)) == []
-    assert mask_bounding_box(mask) == Box((1, 2), (4, 5))
+    assert Box.of_mask(mask) == Box((1, 2), (4, 5))
