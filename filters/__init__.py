@@ -3,6 +3,7 @@
 Pure numerics: arrays in, arrays out. See :func:`compute_features`.
 """
 
+from filters.backends import release_memory
 from filters.compute import compute_features, required_halo
 from filters.spec import (
     DEFAULT_SCALES,
@@ -23,5 +24,6 @@ __all__ = [
     "default_selection",
     "normalize_selection",
     "num_channels",
+    "release_memory",
     "required_halo",
 ]

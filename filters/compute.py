@@ -7,11 +7,16 @@ scale group (σ, in_2d) then presmooths its part of that read and runs its filte
 mode, so every separable pass shrinks the array instead of padding it: smoothed and derivative
 intermediates are shared by all features of the group and discarded with it.
 
-Memory bound (3D, one tile, one scale group alive at a time): the mirrored read
-``(t + 2h)³`` plus about 25 intermediates of ``(t + 2m)³`` float32 voxels, with t the tile
-edge, h the selection's halo and m the group's filter reach (≤ 3). For 128³ tiles and σ up to
-10 that is about 35 MB + 25 × 9 MB, independent of the image size; the output array is the
-caller's.
+Memory bound: scratch comes from per-thread arenas that are kept between calls (fresh pages
+cost a fault each, which dominated whole-volume runs here) and grow to the largest scale
+group of one tile: about 450 MiB per worker thread for the full 61-channel set on the
+default 128³ tiles (the σ=10 group holds ~25 arrays of (128+6)³ float32 plus its mirrored
+read of (128+76)³), independent of the image size. ``tile_shape`` trades speed for less;
+:func:`filters.release_memory` returns the retained arenas. The output array is the
+caller's (pass ``out=`` to reuse one).
+
+Parallelism: on the CPU the scale groups of a tile run as concurrent tasks on
+``NUMBA_NUM_THREADS`` threads with single-threaded kernels; on CUDA torch runs them in turn.
 """
 
 from __future__ import annotations
@@ -250,15 +255,18 @@ def _compute_group(
         backend.eigenvalues(components, out=targets["HessianOfGaussianEigenvalues"])
     if wants_tensor:
         gradients = {a: derivatives.get(_unit(a, 1)) for a in active}
-        components = []
-        for a, b in _upper_triangle(active):
-            product = backend.multiply(gradients[a], gradients[b])
-            for axis in active:
-                origin = tile_start[axis] - target[axis]
-                _fill_mirror(backend, product, axis, origin, image_shape[axis])
-            for axis in active:
-                product = backend.correlate(product, plan.axes[axis].outer, axis)
-            components.append(product)
+        pairs = _upper_triangle(active)
+        tile_shape = _crop(gradients[active[0]], target).shape
+        components = [backend.empty(tile_shape) for _ in pairs]
+        for component, (a, b) in zip(components, pairs, strict=True):
+            with scratch():  # the product and its partial smoothings die here
+                product = backend.multiply(gradients[a], gradients[b])
+                for axis in active:
+                    origin = tile_start[axis] - target[axis]
+                    _fill_mirror(backend, product, axis, origin, image_shape[axis])
+                for axis in active:
+                    product = backend.correlate(product, plan.axes[axis].outer, axis)
+                component[...] = product
         backend.eigenvalues(components, out=targets["StructureTensorEigenvalues"])
 
 
