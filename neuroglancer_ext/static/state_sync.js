@@ -84,36 +84,40 @@
   function mergePush(pushed) {
     const current = state.toJSON();
     const known = lastExchanged;
+    // Settings the server did not change keep their local (possibly newer) value.
+    const target = Object.assign({}, pushed);
     let keptLocal = false;
-    for (const [key, child] of state.children) {
+    for (const key of state.children.keys()) {
       if (key === "layers") continue;
-      const serverChanged = known === null || !same(pushed[key], known[key]);
-      if (!serverChanged) {
-        if (!same(pushed[key], current[key])) keptLocal = true;
-        continue;
+      if (same(pushed[key], known[key]) && !same(pushed[key], current[key])) {
+        keptLocal = true;
+        if (current[key] === undefined) delete target[key];
+        else target[key] = current[key];
       }
-      if (same(pushed[key], current[key])) continue;
-      if (pushed[key] === undefined) child.reset();
-      else child.restoreState(pushed[key]);
     }
-    const layersChild = state.children.get("layers");
     // Judged against the server's previous copy: the client's own JSON of a layer may
     // spell defaults differently, and local changes not yet posted should survive.
     const changes = sourceOnlyChanges(known.layers, pushed.layers);
     if (changes === null) {
-      // Layers added, removed or restyled: rebuild them as the stock client would.
-      layersChild.restoreState(pushed.layers || []);
+      // Layers added, removed or restyled: rebuild as the stock client does, keeping the view.
+      originalReset();
+      originalRestore(target);
       IW.stats.rebuilt++;
-    } else {
-      for (const [name, url] of changes) {
-        const managed = ng.managedLayers().find((m) => m.name === name);
-        if (managed && url && ng.sourceUrlOf(managed) !== url) {
-          ng.swapSource(managed, url, /labels/.test(url) ? 1500 : 20000);
-          IW.stats.swaps++;
-        }
-      }
-      IW.stats.merged++;
+      return keptLocal;
     }
+    for (const [key, child] of state.children) {
+      if (key === "layers" || same(target[key], current[key])) continue;
+      if (target[key] === undefined) child.reset();
+      else child.restoreState(target[key]);
+    }
+    for (const [name, url] of changes) {
+      const managed = ng.managedLayers().find((m) => m.name === name);
+      if (managed && url && ng.sourceUrlOf(managed) !== url) {
+        ng.swapSource(managed, url, /labels/.test(url) ? 1500 : 20000);
+        IW.stats.swaps++;
+      }
+    }
+    IW.stats.merged++;
     return keptLocal;
   }
 
