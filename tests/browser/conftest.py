@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -78,3 +79,47 @@ def browser():
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
+
+
+@dataclass
+class DemoServer:
+    url: str
+    base: str
+    project_dir: Path
+    labels_path: Path
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the built-in demo, generated once per test session (~45 s)."""
+    from ilastik_web.demo import ensure_demo
+
+    cache = tmp_path_factory.mktemp("demo-cache")
+    ensure_demo(cache)
+    return cache
+
+
+@pytest.fixture
+def demo_server(demo_cache) -> Iterator[DemoServer]:
+    """``ilastik-web serve --no-browser`` on the demo, with a fresh (empty) demo project."""
+    from ilastik_web.demo import ensure_demo
+
+    demo = ensure_demo(demo_cache)
+    project_dir = demo.raw_path.parent / "demo-project"
+    shutil.rmtree(project_dir, ignore_errors=True)
+    port = _free_port()
+    env = {**os.environ, "ILASTIK_WEB_CACHE": str(demo_cache)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ilastik_web", "serve", "--port", str(port), "--no-browser",
+         "--log-level", "WARNING", "--workers", "4"],
+        stdout=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        url = process.stdout.readline().strip()
+        if not url:
+            pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
+        yield DemoServer(url=url, base=f"http://127.0.0.1:{port}", project_dir=project_dir,
+                         labels_path=demo.labels_path)
+    finally:
+        process.terminate()
+        process.wait(10)
