@@ -95,8 +95,7 @@ def initial_state(
     return state
 
 
-def _source_url(spec: dict[str, Any]) -> str | None:
-    source = spec.get("source")
+def _single_url(source: Any) -> str | None:
     if isinstance(source, str):
         return source
     if isinstance(source, dict) and isinstance(source.get("url"), str):
@@ -104,9 +103,22 @@ def _source_url(spec: dict[str, Any]) -> str | None:
     return None
 
 
+def _source_url(spec: dict[str, Any]) -> str | None:
+    """The layer's (last) source URL; a list of sources appears while a client swaps
+    versions in place, the newest last."""
+    source = spec.get("source")
+    if isinstance(source, list):
+        urls = [u for u in (_single_url(item) for item in source) if u is not None]
+        return urls[-1] if urls else None
+    return _single_url(source)
+
+
 def _set_source_url(spec: dict[str, Any], url: str) -> None:
-    if isinstance(spec.get("source"), dict):
-        spec["source"]["url"] = url
+    source = spec.get("source")
+    if isinstance(source, list):
+        source = next((item for item in reversed(source) if _single_url(item)), url)
+    if isinstance(source, dict):
+        spec["source"] = {**source, "url": url}
     else:
         spec["source"] = url
 

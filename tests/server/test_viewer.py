@@ -162,3 +162,18 @@ async def test_action_invokes_server_callback(client):
 async def test_credentials_are_refused(client):
     resp = await client.post("/credentials/main", json={"key": "gcs"})
     assert resp.status == 403
+
+
+def test_layer_event_handles_a_list_of_sources_mid_swap(volume_and_data):
+    from neuroglancer_ext.layers import VersionedLayer
+    from neuroglancer_ext.viewer_state import apply_layer_event, find_layer, layer_source
+
+    layer = VersionedLayer("p-labels", "image")
+    for _ in range(3):
+        layer.publish(volume_and_data[0])
+    old = layer_source("p-labels", "v1")
+    newer = layer_source("p-labels", "v2")
+    state = {"layers": [{"name": "labels", "source": [old, {"url": newer, "x": 1}]}]}
+    assert find_layer(state, "p-labels") is state["layers"][0]
+    updated = apply_layer_event(state, "changed", layer)
+    assert updated["layers"][0]["source"] == {"url": layer_source("p-labels", "v3"), "x": 1}
