@@ -92,16 +92,29 @@ def test_info_describes_the_expected_pyramid(case):
         assert len(scale["chunk_sizes"]) == (1 if written.is_2d else 3)
 
 
-def test_tensorstore_reads_every_level(case):
+def http_kvstore(url: str, accept_encoding: str | None) -> dict:
+    """tensorstore's http kvstore for ``url``; by default it accepts gzip (and more)."""
+    base, _, path = url.partition("/precomputed/")
+    spec = {"driver": "http", "base_url": base, "path": f"/precomputed/{path}/"}
+    if accept_encoding is not None:
+        spec["headers"] = [f"Accept-Encoding: {accept_encoding}"]
+    return spec
+
+
+@pytest.mark.parametrize("accept_encoding", [None, "identity"], ids=["gzip", "identity"])
+def test_tensorstore_reads_every_level(case, accept_encoding):
     written, url, levels = case
     for index, (want, _) in enumerate(levels):
-        store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"{url}/",
-                         "scale_index": index}, read=True).result(timeout=READ_TIMEOUT_S)
+        store = ts.open({"driver": "neuroglancer_precomputed",
+                         "kvstore": http_kvstore(url, accept_encoding), "scale_index": index},
+                        read=True).result(timeout=READ_TIMEOUT_S)
         got = to_czyx(store.read().result(timeout=READ_TIMEOUT_S))
-        assert_level_equal(got, want, f"{written.name} s{index} (tensorstore)")
+        assert_level_equal(got, want, f"{written.name} s{index} (tensorstore, "
+                                      f"{accept_encoding or 'gzip'})")
 
 
 def test_cloudvolume_reads_every_level(case):
+    """cloud-volume (requests) asks for gzip; it also probes ``provenance`` (a 404 here)."""
     from cloudvolume import CloudVolume
 
     written, url, levels = case
