@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +12,22 @@ import tensorstore as ts
 from ilastik_web.errors import SourceError
 from ilastik_web.sources._common import AxisLayout, StoredArrayVolume, short_reason
 
+#: Decoded storage chunks kept by tensorstore, shared by every source of the process.
+#: Viewer chunks are flat (256x256x1) while storage chunks are often cubes, so one storage
+#: chunk serves many requests: without this cache each request decodes it again.
+DECODED_CHUNK_CACHE_BYTES = 256 << 20
+
+
+@functools.cache
+def shared_context() -> ts.Context:
+    """The tensorstore context (decoded-chunk cache pool) all sources share."""
+    return ts.Context({"cache_pool": {"total_bytes_limit": DECODED_CHUNK_CACHE_BYTES}})
+
 
 def open_tensorstore(spec: dict[str, Any], location: str) -> ts.TensorStore:
     """Open ``spec`` read-only with its origin moved to 0; SourceError on failure."""
     try:
-        store = ts.open({**spec, "open": True}, read=True).result()
+        store = ts.open({**spec, "open": True}, read=True, context=shared_context()).result()
     except Exception as exc:
         raise SourceError(f"{location}: cannot open: {short_reason(exc)}") from exc
     return store[ts.d[:].translate_to[0]]
