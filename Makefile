@@ -12,8 +12,9 @@ $(STAMP): setup.cfg pyproject.toml scripts/install-system-deps.sh
 	bash scripts/install-system-deps.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# The sam extra pins torchvision, which pins PyPI's default torch build: it runs on the
+	# CPU and uses CUDA when a GPU is present (no CPU-only torchvision exists).
+	$(PY) -m pip install -q -e '.[test,sam]'
 	touch $@
 
 setup: $(STAMP)
