@@ -14,8 +14,10 @@ import asyncio
 import json
 from concurrent.futures import Executor
 
+import numpy as np
 from aiohttp import web
 
+from ilastik_web.cache import ArrayCache
 from ilastik_web.server.routing import Param, Route
 from neuroglancer_ext import precomputed
 from neuroglancer_ext.layers import LayerRegistry
@@ -43,8 +45,14 @@ def accepts_gzip(request: web.Request) -> bool:
     return False
 
 
-def precomputed_routes(registry: LayerRegistry, executor: Executor) -> list[Route]:
-    """The precomputed routes over ``registry``, reading chunks in ``executor``."""
+def precomputed_routes(
+    registry: LayerRegistry, executor: Executor, cache: ArrayCache | None = None
+) -> list[Route]:
+    """The precomputed routes over ``registry``, reading chunks in ``executor``.
+
+    With ``cache``, encoded chunk bodies are kept (under its byte budget) and served again
+    without recomputing them.
+    """
 
     async def get_info(request: web.Request) -> web.Response:
         layer = registry.get(request.match_info["layer_id"])
@@ -65,11 +73,20 @@ def precomputed_routes(registry: LayerRegistry, executor: Executor) -> list[Rout
         sizes = precomputed.chunk_sizes(level, flat_2d=precomputed.is_2d(volume))
         precomputed.check_chunk_box(box, level, sizes)
         gzipped = accepts_gzip(request)
-        loop = asyncio.get_running_loop()
-        body = await loop.run_in_executor(
-            executor,
-            lambda: precomputed.read_chunk(volume, level_index, box, gzipped=gzipped),
-        )
+        # Chunks under a version never change, so encoded bodies are cached as they are
+        # sent; a hit is answered here without a trip through the worker pool.
+        key = ("chunk", layer.layer_id, request.match_info["version"], level_index, box, gzipped)
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            body = cached.data
+        else:
+            def encoded() -> np.ndarray:
+                data = precomputed.read_chunk(volume, level_index, box, gzipped=gzipped)
+                return np.frombuffer(data, dtype=np.uint8)
+
+            loop = asyncio.get_running_loop()
+            compute = encoded if cache is None else lambda: cache.get_or_compute(key, encoded)
+            body = (await loop.run_in_executor(executor, compute)).data
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
         if gzipped:
             headers["Content-Encoding"] = "gzip"

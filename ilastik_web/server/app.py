@@ -122,7 +122,7 @@ def create_app(
     session.follow(registry)
 
     table.extend(api_routes(ctx))
-    table.extend(precomputed_routes(registry, ctx.executor))
+    table.extend(precomputed_routes(registry, ctx.executor, cache))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor))
     table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,

@@ -236,3 +236,31 @@ async def test_disconnected_client_leaves_no_queued_work(aiohttp_client, make_ap
     assert (await busy).status == 200
     await asyncio.sleep(0.2)
     assert len(reads) == 1, "the cancelled chunk was still read"
+
+
+class _CountingVolume(ArrayVolume):
+    """An in-memory volume that counts its reads."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+
+    def _read(self, box):
+        self.reads += 1
+        return super()._read(box)
+
+
+async def test_repeated_chunks_are_served_from_the_encoded_cache(aiohttp_client, make_app):
+    from ilastik_web.abc import MultiscaleVolume
+
+    data = np.arange(2 * 300 * 270, dtype=np.uint16).reshape(1, 2, 300, 270)
+    counting = _CountingVolume(data, (40.0, 4.0, 4.0))
+    client = await aiohttp_client(make_app([StaticLayer("c", MultiscaleVolume("c", [counting]))]))
+    url = "/precomputed/c/v0/s0/0-256_0-256_1-2"
+    bodies = set()
+    for encoding in ("identity", "identity", "gzip", "gzip"):
+        resp = await client.get(url, headers={"Accept-Encoding": encoding})
+        assert resp.status == 200
+        bodies.add(await resp.read())  # aiohttp decodes gzip: all bodies are the same bytes
+    assert counting.reads == 2  # once per encoding, then from the cache
+    assert bodies == {data[0, 1, :256, :256].tobytes()}
