@@ -6,7 +6,9 @@ client's own bundles (each inside its own function, sharing ``window.ilastikWeb`
 1. ``ng_internals.js`` — every use of Neuroglancer internals, with a self-check;
 2. ``state_sync.js`` — merges server state pushes without view jumps, the view in the URL;
 3. ``brush.js`` — paint mode, strokes, the overlay and the brush cursor;
-4. ``panel.js`` — the side panel (classes, brush, layers, training, features) and shortcuts.
+4. ``panel.js`` — the side panel (classes, brush, layers, training, features) and shortcuts;
+5. ``sam.js`` — SAM mode: click, shift-click and drag prompts, preview, accept, 3D propagation;
+6. ``jobs.js`` — the Jobs section: submit exports, progress, cancel, resume, logs, open as layer.
 
 ``ilastik.css`` is added as a ``<style>`` element by a small leading script. The scripts
 reach into the client's internals, so they are pinned to :data:`NEUROGLANCER_VERSION`.
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 #: The client version the extension's use of internals was written and tested against.
 NEUROGLANCER_VERSION = "2.41.2"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js")
+SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js")
 STYLE_FILE = "ilastik.css"
 
 

@@ -37,12 +37,17 @@
   const project = (IW.project = { id: null, info: null, classes: [], features: null });
 
   async function request(method, path, body) {
+    return requestUrl(method, api(path), body);
+  }
+
+  /** JSON from any server URL; a failure shows in the status line and throws. */
+  async function requestUrl(method, url, body) {
     const init = { method, headers: {} };
     if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const response = await fetch(api(path), init);
+    const response = await fetch(url, init);
     const text = await response.text();
     let data = null;
     try {
@@ -53,7 +58,9 @@
     if (!response.ok) {
       const message = (data && (data.error || data.message)) || response.statusText;
       status(String(message), true);
-      throw new Error(message);
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
     }
     return data;
   }
@@ -149,10 +156,30 @@
       progress, trainingText),
     section("Features", featureTable, featureApply, importanceBox),
     statusLine);
+  const helpTable = help.querySelector("table");
   document.body.appendChild(root);
   document.body.appendChild(help);
   document.body.classList.add("iw-has-panel");
   window.dispatchEvent(new Event("resize")); // let Neuroglancer re-measure its panels
+
+  // Hooks for the later parts (SAM, jobs): their sections go above the status line, their
+  // keys into the help, and they start once the project is known.
+  const readyCallbacks = [];
+  IW.panel = {
+    el, section, status, request, requestUrl, prefix,
+    addSection(node) {
+      root.insertBefore(node, statusLine);
+    },
+    addShortcuts(rows) {
+      for (const [k, v] of rows) {
+        helpTable.appendChild(el("tr", {}, el("td", {}, el("kbd", {}, k)), el("td", {}, v)));
+      }
+    },
+    whenReady(fn) {
+      if (IW.ready) fn();
+      else readyCallbacks.push(fn);
+    },
+  };
 
   function toggleHelp(show) {
     help.hidden = show === undefined ? !help.hidden : !show;
@@ -439,6 +466,7 @@
     // Layers appear and change with the server's state; keep the checkboxes in step.
     if (IW.onServerState) IW.onServerState(() => setTimeout(renderLayers, 0));
     IW.ready = true;
+    for (const fn of readyCallbacks.splice(0)) fn();
   }
   start().catch((e) => status("could not load the project: " + e.message, true));
 })();

@@ -1,0 +1,172 @@
+// ilastik-web extension, part 6: the Jobs section of the side panel.
+//
+// Submit a batch export of the current classifier (export kind, format, output path: empty
+// means the server's default, exports/ in the project folder; an optional region), list the
+// project's jobs with state and a progress bar (polled every POLL_MS while any job is
+// pending or running), cancel, resume, read the logs, and open a finished export as a new
+// layer of the viewer. It talks to /api/projects/<id>/jobs.
+(function () {
+  "use strict";
+  const IW = window.ilastikWeb;
+  if (!IW || IW.reloading || !IW.panel) return;
+  const ui = IW.panel;
+  const el = ui.el;
+
+  const EXPORTS = ["probabilities", "segmentation", "uncertainty", "features"];
+  const FORMATS = ["ome-zarr", "n5", "precomputed", "hdf5", "tiff"];
+  const ACTIVE = ["PENDING", "RUNNING"];
+  const POLL_MS = 1500;
+
+  const jobs = (IW.jobs = { list: [], logsOpen: null, polling: false });
+  const path = (rest) => "/" + encodeURIComponent(IW.project.id) + "/jobs" + (rest || "");
+
+  const exportSelect = el("select", { id: "iw-job-export", title: "What to export" },
+                          ...EXPORTS.map((e) => el("option", { value: e }, e)));
+  const formatSelect = el("select", { id: "iw-job-format", title: "File format" },
+                          ...FORMATS.map((f) => el("option", { value: f }, f)));
+  const outputInput = el("input", { type: "text", id: "iw-job-output", class: "iw-wide",
+                                    placeholder: "output: <project>/exports/ (default)",
+                                    title: "Output path on the server; empty: a new file " +
+                                           "under the project's exports/ folder" });
+  const roiInput = el("input", { type: "text", id: "iw-job-roi", class: "iw-wide",
+                                 placeholder: "region z0:z1,y0:y1,x0:x1 (default: all)",
+                                 title: "Only this region (voxels of the chosen level)" });
+  const submitButton = el("button", { id: "iw-job-submit", onclick: () => submit() },
+                          "Export");
+  const list = el("div", { class: "iw-jobs", id: "iw-jobs" });
+  const logs = el("pre", { class: "iw-job-logs", id: "iw-job-logs", hidden: true });
+
+  ui.addSection(ui.section("Jobs",
+    el("div", { class: "iw-row" }, exportSelect, formatSelect, submitButton),
+    el("div", { class: "iw-row" }, outputInput),
+    el("div", { class: "iw-row" }, roiInput),
+    list, logs));
+
+  function button(text, cls, title, action) {
+    return el("button", { class: cls, title, onclick: action }, text);
+  }
+
+  function renderJobs() {
+    list.replaceChildren(...jobs.list.map((job) => {
+      const total = job.blocks_total || 0;
+      const fraction = job.state === "DONE" ? 1 : total ? job.blocks_done / total : 0;
+      const bar = el("div", { class: "iw-progress-bar",
+                              style: "width:" + Math.round(100 * fraction) + "%" });
+      const actions = [];
+      if (ACTIVE.includes(job.state)) {
+        actions.push(button("Cancel", "iw-job-cancel", "Stop this job", () => act(job, "cancel")));
+      }
+      if (job.state === "FAILED" || job.state === "CANCELLED") {
+        actions.push(button("Resume", "iw-job-resume", "Run the missing blocks",
+                            () => act(job, "resume")));
+      }
+      if (job.state === "DONE") {
+        actions.push(button("Open as layer", "iw-job-open", "Show the export in the viewer",
+                            () => openLayer(job)));
+      }
+      actions.push(button("Logs", "iw-job-logs-button", "Show the job's logs",
+                          () => toggleLogs(job)));
+      const name = job.output.split("/").pop();
+      return el("div", { class: "iw-job", "data-job": job.id, "data-state": job.state },
+        el("div", { class: "iw-row" },
+           el("span", { class: "iw-job-name", title: job.output }, name),
+           el("span", { class: "iw-job-state iw-state-" + job.state.toLowerCase() },
+              job.state.toLowerCase())),
+        el("div", { class: "iw-progress" + (ACTIVE.includes(job.state) ? " iw-busy" : "") },
+           bar),
+        el("div", { class: "iw-row iw-job-detail" },
+           el("span", { class: "iw-job-blocks" }, job.blocks_done + "/" + total + " blocks" +
+              (job.message && job.state !== "DONE" ? " · " + job.message : "")),
+           ...actions));
+    }));
+  }
+
+  async function refresh() {
+    // Read quietly: a project without a folder cannot run jobs, which the list says.
+    const response = await fetch(ui.prefix + "/api/projects" + path());
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      list.replaceChildren(el("div", { class: "iw-hint" }, data.error || response.statusText));
+      submitButton.disabled = true;
+      return;
+    }
+    // Newest first.
+    jobs.list = (data.jobs || []).slice().sort((a, b) => (b.created || 0) - (a.created || 0));
+    renderJobs();
+    if (jobs.logsOpen) loadLogs(jobs.logsOpen);
+    if (jobs.list.some((j) => ACTIVE.includes(j.state))) poll();
+  }
+  jobs.refresh = refresh;
+
+  function poll() {
+    if (jobs.polling) return;
+    jobs.polling = true;
+    setTimeout(async () => {
+      jobs.polling = false;
+      try {
+        await refresh();
+      } catch (e) {
+        poll(); // the status line says what failed; keep trying while jobs run
+      }
+    }, POLL_MS);
+  }
+
+  async function submit() {
+    const body = { export: exportSelect.value, format: formatSelect.value };
+    if (outputInput.value.trim()) body.output = outputInput.value.trim();
+    if (roiInput.value.trim()) body.roi = roiInput.value.trim();
+    submitButton.disabled = true;
+    try {
+      const job = await ui.request("POST", path(), body);
+      ui.status("job " + job.id + " submitted: " + job.export + " → " + job.output);
+      outputInput.value = "";
+      await refresh();
+    } catch (e) {
+      // request() put the server's message in the status line
+    } finally {
+      submitButton.disabled = false;
+    }
+  }
+
+  async function act(job, action) {
+    try {
+      const updated = await ui.request("POST", path("/" + encodeURIComponent(job.id) + "/" +
+                                                     action));
+      ui.status("job " + job.id + ": " + updated.state.toLowerCase());
+      await refresh();
+    } catch (e) {
+      // shown in the status line
+    }
+  }
+
+  async function openLayer(job) {
+    try {
+      const result = await ui.request("POST", path("/" + encodeURIComponent(job.id) + "/layer"));
+      ui.status("opened " + job.export + " of job " + job.id + " as layer " + result.layer_id);
+    } catch (e) {
+      // shown in the status line
+    }
+  }
+
+  async function loadLogs(jobId) {
+    const response = await fetch(ui.prefix + "/api/projects" +
+                                 path("/" + encodeURIComponent(jobId) + "/logs"));
+    logs.textContent = response.ok ? await response.text()
+      : "logs unavailable (" + response.status + ")";
+    logs.scrollTop = logs.scrollHeight;
+  }
+
+  function toggleLogs(job) {
+    if (jobs.logsOpen === job.id) {
+      jobs.logsOpen = null;
+      logs.hidden = true;
+      return;
+    }
+    jobs.logsOpen = job.id;
+    logs.hidden = false;
+    logs.dataset.job = job.id;
+    loadLogs(job.id).catch((e) => ui.status("logs: " + e.message, true));
+  }
+
+  ui.whenReady(() => refresh().catch(() => {}));
+})();
