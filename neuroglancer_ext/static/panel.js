@@ -197,7 +197,10 @@
     sizeInput.value = String(brush.radius);
     sizeLabel.textContent = "radius " + brush.radius + " vox";
     for (const row of classList.children) {
-      row.classList.toggle("iw-active", Number(row.dataset.value) === brush.label);
+      const active = Number(row.dataset.value) === brush.label;
+      row.classList.toggle("iw-active", active);
+      const radio = row.querySelector('input[type="radio"]');
+      if (radio) radio.checked = active;  // keyboard class changes update the radios too
     }
     const cls = project.classes.find((c) => c.value === brush.label);
     if (cls) brush.color = cls.color;

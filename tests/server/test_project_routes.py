@@ -219,6 +219,11 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
     await asyncio.wait_for(asyncio.gather(painter(), *(reader(i) for i in range(8))), 120)
     assert set(statuses) <= {200, 410}, sorted(set(statuses))
     assert statuses.count(200) > len(statuses) * 0.8
+    # Memory stays within the caches' budgets, whatever the traffic.
+    ctx = client.app[CONTEXT_KEY]
+    project = ctx.projects.get("p").project
+    for cache in (ctx.cache, project.feature_cache, project.prediction_cache):
+        assert cache.stats.nbytes <= cache.budget_bytes
 
 
 async def test_live_toggle_pauses_retraining(client, blobs):
