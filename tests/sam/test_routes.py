@@ -16,8 +16,6 @@ from ilastik_web.server.routes_sam import sam_routes
 from ilastik_web.server.routing import RouteTable
 from neuroglancer_ext.layers import LayerRegistry, StaticLayer
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 def sam_app(make_service, volume, tmp_path):

@@ -20,8 +20,6 @@ from ilastik_web.server.context import CONTEXT_KEY
 from ilastik_web.server.errors import status_for
 from ilastik_web.server.openapi import openapi_document
 
-pytestmark = pytest.mark.asyncio
-
 TOKEN = "s3cret-token"
 
 

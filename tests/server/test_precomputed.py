@@ -15,8 +15,6 @@ from ilastik_web.pyramid import build_pyramid, downsample_mean, downsample_mode
 from ilastik_web.sources.array import ArrayVolume
 from neuroglancer_ext.layers import StaticLayer, VersionedLayer
 
-pytestmark = pytest.mark.asyncio
-
 
 def decode(body: bytes, dtype, shape_czyx) -> np.ndarray:
     return np.frombuffer(body, dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape_czyx)

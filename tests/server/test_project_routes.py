@@ -15,8 +15,6 @@ from ilastik_web.server.app import create_app
 from ilastik_web.server.context import CONTEXT_KEY
 from neuroglancer_ext.layers import StaticLayer
 
-pytestmark = pytest.mark.asyncio
-
 
 @pytest.fixture
 def served_project(tmp_path, blob_source):

@@ -13,8 +13,6 @@ from neuroglancer_ext.layers import VersionedLayer
 from neuroglancer_ext.static import StaticClient
 from neuroglancer_ext.viewer_state import ORIGIN
 
-pytestmark = pytest.mark.asyncio
-
 
 async def read_event(resp, timeout: float = 5.0) -> dict:
     """The next ``data:`` message of an event stream (comments skipped)."""
