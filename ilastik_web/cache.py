@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ilastik_web.cancel import Cancelled, cancel_requested
+
 
 @dataclass
 class CacheStats:
@@ -58,8 +60,19 @@ class ArrayCache:
         """Return the value for ``key``, calling ``compute`` at most once across threads.
 
         An exception from ``compute`` reaches every caller waiting on that key and is
-        not cached.
+        not cached, except :class:`~ilastik_web.cancel.Cancelled`: the computation was
+        abandoned by the caller that ran it, so a waiter computes it again itself.
         """
+        while True:
+            try:
+                return self._get_or_compute_once(key, compute)
+            except Cancelled:
+                if cancel_requested():
+                    raise
+                # Another caller's abandoned computation: ours still wants the value.
+
+    def _get_or_compute_once(self, key: Hashable,
+                             compute: Callable[[], np.ndarray]) -> np.ndarray:
         with self._lock:
             value = self._entries.get(key)
             if value is not None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
+from ilastik_web.cancel import check_cancelled
 from ilastik_web.errors import InvalidRequestError
 
 Method = Literal["mean", "mode"]
@@ -190,6 +191,7 @@ class DownsampledVolume(LazyVolume):
         return Box(start, stop)
 
     def _compute_block(self, block: Box) -> np.ndarray:
+        check_cancelled()
         finer_box = block.scaled_up(self.factors).clip(self.finer.shape)
         return self._reduce(self.finer.read(finer_box), self.factors)
 

@@ -18,6 +18,7 @@ import numpy as np
 from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
+from ilastik_web.cancel import CancelToken, cancellable
 from ilastik_web.server.routing import Param, Route
 from neuroglancer_ext import precomputed
 from neuroglancer_ext.layers import LayerRegistry
@@ -86,7 +87,14 @@ def precomputed_routes(
 
             loop = asyncio.get_running_loop()
             compute = encoded if cache is None else lambda: cache.get_or_compute(key, encoded)
-            body = (await loop.run_in_executor(executor, compute)).data
+            # A client that disconnects cancels this handler; the token then stops the
+            # computation at its next check instead of letting it run to the end.
+            token = CancelToken()
+            try:
+                body = (await loop.run_in_executor(executor, cancellable(token, compute))).data
+            except asyncio.CancelledError:
+                token.cancel()
+                raise
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
         if gzipped:
             headers["Content-Encoding"] = "gzip"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ilastik_web.abc import Box
+from ilastik_web.cancel import check_cancelled
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import (
     PixelClassifier,
@@ -103,5 +104,6 @@ def predict_block(
     features = computer.features(level, box)
     if output == "features":
         return np.ascontiguousarray(features, dtype=np.float32)
+    check_cancelled()
     probabilities = probabilities_to_uint8(classifier.predict_proba(features))
     return encode_probabilities(probabilities, output=output, label_values=classifier.label_values)

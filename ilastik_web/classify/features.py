@@ -16,6 +16,7 @@ import numpy as np
 import filters
 from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
+from ilastik_web.cancel import check_cancelled
 from ilastik_web.labels import LabelSnapshot
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class FeatureComputer:
         return self.cache.get_or_compute(key, lambda: self._compute(level, box))
 
     def _compute(self, level: int, box: Box) -> np.ndarray:
+        check_cancelled()
         volume = self.source.levels[level]
         read_box = box.grow(self.halo(level)).clip(volume.shape)
         image = volume.read(read_box).astype(np.float32, copy=False)
@@ -76,6 +78,7 @@ class FeatureComputer:
         out = np.empty((self.num_features, *box.shape), dtype=np.float32)
         view = out[:, 0] if self.ndim == 2 else out
         for group in self._level_groups(level):
+            check_cancelled()
             result = filters.compute_features(image, group.selection, ndim=self.ndim,
                                               voxel_size=group.voxel_size)
             result = result[(slice(None), *inner)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -265,3 +266,32 @@ async def test_repeated_chunks_are_served_from_the_encoded_cache(aiohttp_client,
         new_reads.append(counting.reads - before)
     assert new_reads == [1, 0, 1, 0]  # once per encoding, then from the cache
     assert bodies == {data[0, 1, :256, :256].tobytes()}
+
+
+async def test_disconnected_client_stops_a_running_computation(aiohttp_client, make_app,
+                                                                 volume_and_data):
+    """A computed coarse chunk reads many finer blocks; its client leaving stops it."""
+    volume, _ = volume_and_data
+    app = make_app([StaticLayer("raw", volume)], workers=1)
+    client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+    base = volume.base
+    original = base._read
+    reads: list[Box] = []
+
+    def slow_read(box: Box):
+        reads.append(box)
+        time.sleep(0.15)
+        return original(box)
+
+    base._read = slow_read
+    # s1 of this single-level volume is computed from level 0 in 64³ blocks: this chunk
+    # needs 9 of them, i.e. 9 slow level-0 reads if it ran to the end.
+    request = asyncio.ensure_future(client.get("/precomputed/raw/v0/s1/0-135_0-150_0-1"))
+    for _ in range(500):
+        if reads or request.done():
+            break
+        await asyncio.sleep(0.01)
+    assert reads and not request.done(), "the chunk did not start computing"
+    request.cancel()
+    await asyncio.sleep(2.0)
+    assert 1 <= len(reads) <= 3, f"{len(reads)} blocks read after the client left"
