@@ -43,6 +43,8 @@ import aiohttp
 import numpy as np
 import psutil
 
+from ilastik_web.argtypes import positive
+
 REPO = Path(__file__).resolve().parents[1]
 STARTUP_TIMEOUT_S = 120.0
 VIEWPORT = 1024
@@ -370,19 +372,6 @@ def _shape(text: str) -> tuple[int, ...]:
     return values
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Walk a viewer-like client across terabyte volumes at several zoom "
@@ -398,13 +387,13 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar="[ZX]YxX", help="shape of the lazily written zarr")
     parser.add_argument("--no-pyramid-levels", type=_levels, default=[0, 1, 2, 3, 4],
                         metavar="L,L,...")
-    parser.add_argument("--positions", type=_positive(int), default=8,
+    parser.add_argument("--positions", type=positive(int), default=8,
                         help="viewport positions per level")
-    parser.add_argument("--level-seconds", type=_positive(float), default=30.0,
+    parser.add_argument("--level-seconds", type=positive(float), default=30.0,
                         help="stop a level after this long (after at least one viewport)")
-    parser.add_argument("--cache-mb", type=_positive(int), default=256,
+    parser.add_argument("--cache-mb", type=positive(int), default=256,
                         help="the server's cache budget (--cache-mb of ilastik-web serve)")
-    parser.add_argument("--workers", type=_positive(int), default=4,
+    parser.add_argument("--workers", type=positive(int), default=4,
                         help="the server's chunk threads")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help="also write the results as JSON to FILE")

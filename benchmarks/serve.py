@@ -43,6 +43,8 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
+from ilastik_web.argtypes import positive
+
 REPO = Path(__file__).resolve().parents[1]
 NGINX = "/usr/sbin/nginx"
 DEFAULT_CONCURRENCY = (1, 4, 16, 64)
@@ -359,19 +361,6 @@ def _concurrency_list(text: str) -> list[int]:
     return values
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Throughput and latency of raw chunk requests: ilastik-web against "
@@ -387,18 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=_concurrency_list,
                         default=list(DEFAULT_CONCURRENCY), metavar="N,N,...",
                         help="concurrent client connections to test")
-    parser.add_argument("--requests", type=_positive(int), default=1000,
+    parser.add_argument("--requests", type=positive(int), default=1000,
                         help="requests per pass (a seeded random list of level-0 chunks)")
-    parser.add_argument("--pass-seconds", type=_positive(float), default=20.0,
+    parser.add_argument("--pass-seconds", type=positive(float), default=20.0,
                         help="stop a pass after this many seconds")
     parser.add_argument("--encoding", choices=["raw", "gzip", "both"], default="both",
                         help="raw (Accept-Encoding: identity), gzip (both servers compress "
                              "on the fly), or both")
-    parser.add_argument("--workers", type=_positive(int), default=4,
+    parser.add_argument("--workers", type=positive(int), default=4,
                         help="our server's chunk threads (--workers of ilastik-web serve)")
-    parser.add_argument("--nginx-workers", type=_positive(int), default=os.cpu_count() or 1,
+    parser.add_argument("--nginx-workers", type=positive(int), default=os.cpu_count() or 1,
                         help="nginx worker processes")
-    parser.add_argument("--cache-mb", type=_positive(int), default=1024,
+    parser.add_argument("--cache-mb", type=positive(int), default=1024,
                         help="our server's cache budget")
     parser.add_argument("--seed", type=int, default=0, help="seed of the request order")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",

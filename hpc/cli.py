@@ -21,6 +21,7 @@ from pathlib import Path
 
 from hpc.job import DONE, FORMATS, TERMINAL, EngineSpec
 from hpc.plan import parse_roi
+from ilastik_web.argtypes import non_negative_int, positive
 from ilastik_web.classify.blockwise import OUTPUTS
 from ilastik_web.errors import IlastikWebError
 
@@ -64,16 +65,6 @@ def parse_bytes(text: str) -> int:
     return int(float(match.group(1)) * scale[match.group(2).lower()])
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
-
-
 def format_of(output: str, given: str | None) -> str:
     if given:
         return given
@@ -102,20 +93,20 @@ def add_commands(subparsers) -> None:
     predict.add_argument("--format", choices=FORMATS,
                          help="output format (default: from the output's suffix)")
     predict.add_argument("--roi", help="region z0:z1,y0:y1,x0:x1 (voxels of --level)")
-    predict.add_argument("--level", type=_positive_int, default=0, help="pyramid level")
+    predict.add_argument("--level", type=non_negative_int, default=0, help="pyramid level")
     predict.add_argument("--memory", type=parse_bytes, default=1 << 30,
                          help="memory per block computation (default 1G)")
     predict.add_argument("--engine", choices=("local", "dask", "slurm"), default="local")
-    predict.add_argument("--workers", type=_positive_int, default=1,
+    predict.add_argument("--workers", type=positive(int), default=1,
                          help="local dask workers, or concurrent Slurm tasks (0: no limit)")
-    predict.add_argument("--threads", type=_positive_int, default=1,
+    predict.add_argument("--threads", type=positive(int), default=1,
                          help="threads per worker")
     predict.add_argument("--scheduler", help="dask scheduler address (--engine dask)")
     for flag in ("--partition", "--account", "--time", "--mem"):
         predict.add_argument(flag, help=f"Slurm {flag[2:]}")
-    predict.add_argument("--cpus", type=_positive_int, help="Slurm CPUs per task")
-    predict.add_argument("--gpus", type=_positive_int, help="Slurm GPUs per task")
-    predict.add_argument("--blocks-per-task", type=_positive_int, default=1,
+    predict.add_argument("--cpus", type=positive(int), help="Slurm CPUs per task")
+    predict.add_argument("--gpus", type=positive(int), help="Slurm GPUs per task")
+    predict.add_argument("--blocks-per-task", type=positive(int), default=1,
                          help="blocks per Slurm array task")
     predict.add_argument("--detach", action="store_true",
                          help="Slurm: submit and return without waiting")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ilastik_web.argtypes import positive
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import TOKEN_ENV, ServerConfig
 from ilastik_web.errors import IlastikWebError
@@ -52,16 +53,6 @@ def _voxel_size(text: str) -> tuple[float, float, float]:
             f"expected three positive numbers Z,Y,X in nanometres, got {text!r}"
         )
     return (values[0], values[1], values[2])
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _port(text: str) -> int:
@@ -113,9 +104,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="only open sources under DIR (repeatable; default: anywhere)")
     serve.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
                        help="voxel size in nanometres, overriding the files' metadata")
-    serve.add_argument("--cache-mb", type=_positive_int, default=1024, metavar="N",
+    serve.add_argument("--cache-mb", type=positive(int), default=1024, metavar="N",
                        help="memory budget of the data cache in MiB")
-    serve.add_argument("--workers", type=_positive_int, default=4, metavar="N",
+    serve.add_argument("--workers", type=positive(int), default=4, metavar="N",
                        help="threads reading and encoding chunks")
     serve.add_argument("--project", type=Path, default=None, metavar="DIR",
                        help="project folder (classes, labels, classifier) for painting and live "
