@@ -28,14 +28,11 @@ import asyncio
 import json
 import math
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,16 +42,15 @@ import psutil
 
 from ilastik_web.argtypes import positive
 
-REPO = Path(__file__).resolve().parents[1]
-STARTUP_TIMEOUT_S = 120.0
+try:
+    from benchmarks._serving import BenchmarkError, get_json, ilastik_web_server
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from _serving import BenchmarkError, get_json, ilastik_web_server  # type: ignore[no-redef]
+
 VIEWPORT = 1024
 BROWSER_CONNECTIONS = 6
 SAMPLE_INTERVAL_S = 0.1
 MIB = 2**20
-
-
-class WalkError(Exception):
-    """A problem reported as one line."""
 
 
 @dataclass
@@ -138,48 +134,6 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         self.sample()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(location: str, *, cache_mb: int, workers: int) -> Iterator[tuple[str, int]]:
-    """Run ``ilastik-web serve LOCATION --no-project``; yields (base URL, server pid)."""
-    port = free_port()
-    command = [sys.executable, "-m", "ilastik_web", "serve", location, "--no-browser",
-               "--no-project", "--port", str(port), "--cache-mb", str(cache_mb),
-               "--workers", str(workers), "--log-level", "WARNING"]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                lines = log.read().decode(errors="replace").strip().splitlines()
-                raise WalkError(f"ilastik-web serve {location} failed: "
-                                f"{lines[-1] if lines else process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise WalkError(f"ilastik-web serve {location} did not start") from None
-                time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        log.close()
 
 
 def write_sparse_zarr(path: Path, shape: Sequence[int], *, chunk: int = 1024,
@@ -280,16 +234,6 @@ async def _fetch(base: str, names: Sequence[str], *, concurrency: int,
     return counts[0], counts[1], counts[2]
 
 
-def get_json(url: str) -> dict:
-    async def fetch() -> dict:
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            if response.status != 200:
-                raise WalkError(f"GET {url}: HTTP {response.status}")
-            return await response.json(content_type=None)
-
-    return asyncio.run(fetch())
-
-
 def walk(name: str, location: str, *, levels: Sequence[int], positions: int, cache_mb: int,
          workers: int, level_seconds: float, viewport: int = VIEWPORT,
          concurrency: int = BROWSER_CONNECTIONS, report=print) -> WalkResult:
@@ -298,7 +242,7 @@ def walk(name: str, location: str, *, levels: Sequence[int], positions: int, cac
     Each level stops after ``positions`` viewports or once ``level_seconds`` have passed
     (after at least one viewport).
     """
-    with serve(location, cache_mb=cache_mb, workers=workers) as (base_url, pid):
+    with ilastik_web_server(location, cache_mb=cache_mb, workers=workers) as (base_url, pid):
         source = get_json(f"{base_url}/api/sources")["sources"][0]
         info = get_json(f"{source['precomputed']}/info")
         native = [level["native"] for level in source["levels"]]
@@ -314,7 +258,7 @@ def walk(name: str, location: str, *, levels: Sequence[int], positions: int, cac
                    f"cache budget {cache_mb} MiB; RSS at rest {result.rest_rss / MIB:.0f} MiB")
             for level in levels:
                 if level >= len(info["scales"]):
-                    raise WalkError(f"{name} has levels 0..{len(info['scales']) - 1}, "
+                    raise BenchmarkError(f"{name} has levels 0..{len(info['scales']) - 1}, "
                                     f"not {level}")
                 scale = info["scales"][level]
                 stats = LevelStats(level, computed=level >= first_computed)
@@ -415,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = write_sparse_zarr(workdir / "sparse.zarr", shape)
             label = f"no-pyramid ({'x'.join(map(str, shape))} uint8 zarr v3, sparse)"
             results.append(walk(label, str(path), levels=args.no_pyramid_levels, **common))
-    except WalkError as exc:
+    except BenchmarkError as exc:
         sys.stderr.write(f"scale_walk.py: error: {exc}\n")
         return 2
     finally:

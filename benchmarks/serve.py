@@ -30,7 +30,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,10 +44,27 @@ import numpy as np
 
 from ilastik_web.argtypes import positive
 
-REPO = Path(__file__).resolve().parents[1]
+try:
+    from benchmarks._serving import (
+        BenchmarkError,
+        free_port,
+        get_json,
+        ilastik_web_server,
+        stop,
+        wait_for_port,
+    )
+except ImportError:  # run as a script: benchmarks/ itself is on sys.path
+    from _serving import (  # type: ignore[no-redef]
+        BenchmarkError,
+        free_port,
+        get_json,
+        ilastik_web_server,
+        stop,
+        wait_for_port,
+    )
+
 NGINX = "/usr/sbin/nginx"
 DEFAULT_CONCURRENCY = (1, 4, 16, 64)
-STARTUP_TIMEOUT_S = 120.0
 GZIP_LEVEL = 1  # what neuroglancer_ext.precomputed uses for chunks
 
 NGINX_CONF = """\
@@ -89,10 +105,6 @@ http {{
 """
 
 
-class BenchmarkError(Exception):
-    """A problem reported as one line."""
-
-
 @dataclass
 class PassResult:
     """One pass of one server: counts, throughput and latency percentiles (ms)."""
@@ -116,58 +128,6 @@ class PassResult:
     @property
     def megabytes_per_s(self) -> float:
         return self.wire_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise BenchmarkError(f"{what} exited with status {process.returncode} at start")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise BenchmarkError(f"{what} did not listen on port {port} within {timeout_s:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-@contextmanager
-def our_server(source: str, *, workers: int, cache_mb: int) -> Iterator[str]:
-    """Run ``ilastik-web serve SOURCE --no-project``; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "ilastik_web", "serve", source, "--no-browser",
-               "--no-project", "--port", str(port), "--workers", str(workers),
-               "--cache-mb", str(cache_mb), "--log-level", "WARNING"]
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        try:
-            wait_for_port(port, process, STARTUP_TIMEOUT_S, "ilastik-web serve")
-        except BenchmarkError:
-            log.seek(0)
-            lines = log.read().decode(errors="replace").strip().splitlines()
-            reason = lines[-1] if lines else "?"
-            raise BenchmarkError(f"ilastik-web serve failed: {reason}") from None
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
-        log.close()
 
 
 @contextmanager
@@ -194,16 +154,6 @@ def nginx_server(root: Path, workdir: Path, *, gzip: bool, workers: int) -> Iter
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(process)
-
-
-def get_json(url: str) -> dict:
-    async def fetch() -> dict:
-        async with aiohttp.ClientSession() as session, session.get(url) as response:
-            if response.status != 200:
-                raise BenchmarkError(f"GET {url}: HTTP {response.status}")
-            return await response.json(content_type=None)
-
-    return asyncio.run(fetch())
 
 
 def xy_chunk_paths(precomputed_path: str, info: dict) -> list[str]:
@@ -418,7 +368,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> list[PassResult]:
     source = resolve_source(args.source, workdir, args.generated_shape, args.seed)
     encodings = ["raw", "gzip"] if args.encoding == "both" else [args.encoding]
     export_root = workdir / "export"
-    with our_server(source, workers=args.workers, cache_mb=args.cache_mb) as ours:
+    with ilastik_web_server(source, workers=args.workers, cache_mb=args.cache_mb) as (ours, _):
         listed = get_json(f"{ours}/api/sources")["sources"]
         if not listed:
             raise BenchmarkError(f"{source}: the server lists no source")
@@ -442,7 +392,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> list[PassResult]:
                           workers=args.nginx_workers) as nginx:
             for concurrency in args.concurrency:
                 # A fresh server per cold pass: nothing of ours is cached yet.
-                with our_server(source, workers=args.workers, cache_mb=args.cache_mb) as ours:
+                with ilastik_web_server(source, workers=args.workers,
+                                        cache_mb=args.cache_mb) as (ours, _):
                     if encoding == encodings[0] and concurrency == args.concurrency[0]:
                         checked = check_identical(ours, nginx, grid, 20, args.seed)
                         print(f"{checked} sampled chunks byte-identical on both servers")
