@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -87,6 +88,56 @@ class LazyVolume(ABC):
             f"<{type(self).__name__} {self.key!r} shape={self.shape} c={self.num_channels} "
             f"dtype={self.dtype} voxel_size={self.voxel_size}>"
         )
+
+
+@dataclass(frozen=True)
+class VolumeMetadata:
+    """What a lazy volume is, apart from its voxels (see :class:`LazyVolume`)."""
+
+    shape: tuple[int, int, int]
+    num_channels: int
+    dtype: np.dtype
+    voxel_size: tuple[float, float, float]
+    chunk_shape: tuple[int, int, int]
+    key: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(v) for v in self.shape))
+        object.__setattr__(self, "num_channels", int(self.num_channels))
+        object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))
+        object.__setattr__(self, "chunk_shape", tuple(int(v) for v in self.chunk_shape))
+
+
+class FixedVolume(LazyVolume):
+    """A lazy volume whose metadata is fixed when it is made; subclasses add ``_read``."""
+
+    def __init__(self, metadata: VolumeMetadata):
+        self.metadata = metadata
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.metadata.shape
+
+    @property
+    def num_channels(self) -> int:
+        return self.metadata.num_channels
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.metadata.dtype
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float]:
+        return self.metadata.voxel_size
+
+    @property
+    def chunk_shape(self) -> tuple[int, int, int]:
+        return self.metadata.chunk_shape
+
+    @property
+    def key(self) -> str:
+        return self.metadata.key
 
 
 class MultiscaleVolume:

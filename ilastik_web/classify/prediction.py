@@ -8,44 +8,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
+from ilastik_web.abc import Box, FixedVolume, LazyVolume, MultiscaleVolume, VolumeMetadata
 from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import encode_probabilities, predict_block
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import PixelClassifier
 
 
-class _LevelVolume(LazyVolume):
-    """Common metadata: geometry of one source level."""
+class _LevelVolume(FixedVolume):
+    """Common metadata: the geometry of one source level, uint8 voxels."""
 
     def __init__(self, base: LazyVolume, key: str, channels: int):
         self._base = base
-        self._key = key
-        self._channels = channels
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._base.shape
-
-    @property
-    def num_channels(self) -> int:
-        return self._channels
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8)
-
-    @property
-    def voxel_size(self) -> tuple[float, float, float]:
-        return self._base.voxel_size
-
-    @property
-    def chunk_shape(self) -> tuple[int, int, int]:
-        return self._base.chunk_shape
-
-    @property
-    def key(self) -> str:
-        return self._key
+        super().__init__(VolumeMetadata(
+            shape=base.shape,
+            num_channels=channels,
+            dtype=np.uint8,
+            voxel_size=base.voxel_size,
+            chunk_shape=base.chunk_shape,
+            key=key,
+        ))
 
 
 class ProbabilityVolume(_LevelVolume):

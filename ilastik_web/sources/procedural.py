@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
+from ilastik_web.abc import Box, FixedVolume, MultiscaleVolume, VolumeMetadata
 from ilastik_web.errors import SourceError
 
 SCHEME = "procedural:"
@@ -132,7 +132,7 @@ def value_noise(
     return grid
 
 
-class ProceduralVolume(LazyVolume):
+class ProceduralVolume(FixedVolume):
     """One level of the procedural pyramid (level ``L`` is downsampled by ``2**L``)."""
 
     def __init__(
@@ -144,33 +144,15 @@ class ProceduralVolume(LazyVolume):
         self.params = params
         self.level = int(level)
         self.factor = 2**self.level
-        self._shape = tuple(-(-s // self.factor) for s in params.shape)
-        self._voxel_size = tuple(float(v) * self.factor for v in voxel_size)
-        self._chunk_shape = tuple(min(params.chunk, s) for s in self._shape)
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        return self._shape  # type: ignore[return-value]
-
-    @property
-    def num_channels(self) -> int:
-        return 1
-
-    @property
-    def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8)
-
-    @property
-    def voxel_size(self) -> tuple[float, float, float]:
-        return self._voxel_size  # type: ignore[return-value]
-
-    @property
-    def chunk_shape(self) -> tuple[int, int, int]:
-        return self._chunk_shape  # type: ignore[return-value]
-
-    @property
-    def key(self) -> str:
-        return f"{self.params}/level{self.level}"
+        shape = tuple(-(-s // self.factor) for s in params.shape)
+        super().__init__(VolumeMetadata(
+            shape=shape,
+            num_channels=1,
+            dtype=np.uint8,
+            voxel_size=tuple(float(v) * self.factor for v in voxel_size),
+            chunk_shape=tuple(min(params.chunk, s) for s in shape),
+            key=f"{params}/level{self.level}",
+        ))
 
     def _read(self, box: Box) -> np.ndarray:
         return self.compute(box)[None]
