@@ -158,9 +158,9 @@ def open_project(args: argparse.Namespace, source_layer, location: str,
 def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list]:
     """StaticLayers for the requested paths, or for the demo when there are none, and the
     project painting on the first of them (unless ``--no-project``)."""
+    from ilastik_web.server.display import LayerDisplay, class_colors
+    from ilastik_web.server.layers import StaticLayer, make_layer_id
     from ilastik_web.sources import open_source
-    from neuroglancer_ext.display import LayerDisplay, class_colors
-    from neuroglancer_ext.layers import StaticLayer, make_layer_id
 
     roots = [root.resolve() for root in args.allow_root] or None
     layers: list[StaticLayer] = []

@@ -1,4 +1,8 @@
-"""Neuroglancer integration: precomputed serving of lazy volumes and the offline viewer.
+"""Neuroglancer integration that knows nothing of HTTP serving.
 
-Knows lazy volumes (:mod:`ilastik_web.abc`), not how they compute.
+The precomputed protocol (:mod:`neuroglancer_ext.precomputed`: info, chunk names,
+encoding), the offline stock client (:mod:`neuroglancer_ext.static`) and the viewer
+extension scripts (``static/``, installed by :mod:`neuroglancer_ext.extension`). The
+routes, viewer sessions and served-layer adapters live in the web package,
+:mod:`ilastik_web.server`.
 """

@@ -1,6 +1,6 @@
 """The Neuroglancer precomputed protocol for lazy volumes: info, chunk names, raw encoding.
 
-Pure functions, no HTTP: :mod:`neuroglancer_ext.precomputed_routes` puts them on routes.
+Pure functions, no HTTP: :mod:`ilastik_web.server.routes_precomputed` puts them on routes.
 
 Chunk shapes: Neuroglancer offers every ``chunk_sizes`` entry of a scale as an
 alternative source and, per panel, uses the alternative whose chunks hold the largest

@@ -1,5 +1,6 @@
-"""The HTTP server: an aiohttp app factory over the Python API.
+"""The web layer: an aiohttp app factory over the Python API.
 
-Import :func:`ilastik_web.server.app.create_app`; this package's modules are small and
-grouped by concern (routing, auth, errors, API routes, OpenAPI).
+Every route (API, precomputed chunks, viewer protocol), the viewer sessions and state,
+and the served-layer adapters that put lazy volumes on precomputed URLs live here. Import
+:func:`ilastik_web.server.app.create_app`. Nothing below this package imports it.
 """

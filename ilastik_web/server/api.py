@@ -8,13 +8,13 @@ from aiohttp import web
 
 import ilastik_web
 from ilastik_web.server.context import ServerContext
+from ilastik_web.server.layers import ServedLayer, StaticLayer
 from ilastik_web.server.openapi import openapi_document
 from ilastik_web.server.routing import Param, Route
+from ilastik_web.server.served_pyramid import is_native
 from ilastik_web.server.urls import base_url
-from neuroglancer_ext.layers import ServedLayer, StaticLayer
+from ilastik_web.server.viewer_state import precomputed_path
 from neuroglancer_ext.precomputed import served_dtype
-from neuroglancer_ext.pyramid import is_native
-from neuroglancer_ext.viewer_state import precomputed_path
 
 
 def _xyz(zyx: tuple[Any, Any, Any]) -> dict[str, Any]:

@@ -17,18 +17,18 @@ from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, policy_for_token
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_jobs import job_routes
+from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
+from ilastik_web.server.routes_viewer import viewer_routes
 from ilastik_web.server.routing import RouteTable
+from ilastik_web.server.viewer_sessions import ViewerSession, ViewerSessions
+from ilastik_web.server.viewer_state import initial_state
 from neuroglancer_ext.extension import install_extension
-from neuroglancer_ext.layers import LayerRegistry, ServedLayer
-from neuroglancer_ext.precomputed_routes import precomputed_routes
-from neuroglancer_ext.session import ViewerSession, ViewerSessions
 from neuroglancer_ext.static import StaticClient
-from neuroglancer_ext.viewer_routes import viewer_routes
-from neuroglancer_ext.viewer_state import initial_state
 
 if TYPE_CHECKING:
     from ilastik_web.project import Project

@@ -10,10 +10,10 @@ from aiohttp import web
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.server.auth import AccessPolicy
+from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import RouteTable
-from neuroglancer_ext.layers import LayerRegistry
-from neuroglancer_ext.session import ViewerSession, ViewerSessions
+from ilastik_web.server.viewer_sessions import ViewerSession, ViewerSessions
 from neuroglancer_ext.static import StaticClient
 
 

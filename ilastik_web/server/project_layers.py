@@ -16,8 +16,8 @@ from ilastik_web.errors import GoneError, NotFoundError, NotReadyError
 from ilastik_web.labels import LabelVolume
 from ilastik_web.project import Project
 from ilastik_web.pyramid import build_pyramid
-from neuroglancer_ext.display import LayerDisplay
-from neuroglancer_ext.layers import ServedLayer
+from ilastik_web.server.display import LayerDisplay
+from ilastik_web.server.layers import ServedLayer
 
 log = logging.getLogger(__name__)
 

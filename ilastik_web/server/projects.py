@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, NotFoundError
 from ilastik_web.project import Project
+from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.project_layers import PREDICTION_OUTPUTS, LabelLayer, PredictionLayer
-from neuroglancer_ext.layers import LayerRegistry, ServedLayer
 
 log = logging.getLogger(__name__)
 

@@ -171,7 +171,7 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
         job_id = request.match_info["job_id"]
 
         def register() -> dict:
-            from neuroglancer_ext.layers import StaticLayer
+            from ilastik_web.server.layers import StaticLayer
 
             summary = service.get(job_id)
             volume = service.output_source(job_id)

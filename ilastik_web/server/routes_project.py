@@ -22,7 +22,7 @@ from ilastik_web.labels import EditResult, Stroke
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
-from neuroglancer_ext.viewer_state import precomputed_path
+from ilastik_web.server.viewer_state import precomputed_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

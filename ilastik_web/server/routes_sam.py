@@ -30,13 +30,14 @@ from ilastik_web.abc import LazyVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.geometry import check_plane, slice_index_of
-from ilastik_web.sam.instances import InstanceLayer, InstanceStore
+from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
+from ilastik_web.server.instance_layer import InstanceLayer
+from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
-from neuroglancer_ext.layers import LayerRegistry
-from neuroglancer_ext.viewer_state import precomputed_path
+from ilastik_web.server.viewer_state import precomputed_path
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -45,7 +45,7 @@ class WrittenVolume:
     coarsest_size
         The server adds computed levels while some axis is longer than this: 64 for a
         source without pyramid metadata (``ilastik_web.pyramid.build_pyramid``), 128 for
-        an OME-Zarr (``neuroglancer_ext.pyramid.complete_pyramid``).
+        an OME-Zarr (``ilastik_web.server.served_pyramid.complete_pyramid``).
     """
 
     name: str

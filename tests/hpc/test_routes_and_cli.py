@@ -14,11 +14,11 @@ from hpc.cli import main
 from ilastik_web.abc import Box
 from ilastik_web.cache import ArrayCache
 from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routing import RouteTable
 from ilastik_web.sources import open_source
-from neuroglancer_ext.layers import LayerRegistry
 
 
 async def _exercise_routes(project, tmp_path):

@@ -11,10 +11,10 @@ from ilastik_web.cache import ArrayCache
 from ilastik_web.project import Project
 from ilastik_web.sam import ModelSpec
 from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.layers import LayerRegistry, StaticLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_sam import sam_routes
 from ilastik_web.server.routing import RouteTable
-from neuroglancer_ext.layers import LayerRegistry, StaticLayer
 
 
 @pytest.fixture

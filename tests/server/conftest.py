@@ -12,8 +12,8 @@ from ilastik_web.abc import MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.server.app import create_app
+from ilastik_web.server.layers import ServedLayer, StaticLayer
 from ilastik_web.sources.array import ArrayVolume
-from neuroglancer_ext.layers import ServedLayer, StaticLayer
 
 
 def _make_volume(

@@ -13,8 +13,8 @@ import pytest
 from ilastik_web.abc import Box
 from ilastik_web.cache import ArrayCache
 from ilastik_web.pyramid import build_pyramid, downsample_mean, downsample_mode
+from ilastik_web.server.layers import StaticLayer, VersionedLayer
 from ilastik_web.sources.array import ArrayVolume
-from neuroglancer_ext.layers import StaticLayer, VersionedLayer
 
 
 def decode(body: bytes, dtype, shape_czyx) -> np.ndarray:

@@ -13,7 +13,7 @@ from ilastik_web.config import ServerConfig
 from ilastik_web.project import Project
 from ilastik_web.server.app import create_app
 from ilastik_web.server.context import CONTEXT_KEY
-from neuroglancer_ext.layers import StaticLayer
+from ilastik_web.server.layers import StaticLayer
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import numpy as np
 from ilastik_web.abc import MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.pyramid import build_pyramid
+from ilastik_web.server.served_pyramid import complete_pyramid, is_native
 from ilastik_web.sources.array import ArrayVolume
-from neuroglancer_ext.pyramid import complete_pyramid, is_native
 
 
 def test_short_native_pyramid_is_extended(rng):

@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from ilastik_web.server.context import CONTEXT_KEY
-from neuroglancer_ext.layers import VersionedLayer
+from ilastik_web.server.layers import VersionedLayer
+from ilastik_web.server.viewer_state import ORIGIN
 from neuroglancer_ext.static import StaticClient
-from neuroglancer_ext.viewer_state import ORIGIN
 
 
 async def read_event(resp, timeout: float = 5.0) -> dict:
@@ -163,8 +163,8 @@ async def test_credentials_are_refused(client):
 
 
 def test_layer_event_handles_a_list_of_sources_mid_swap(volume_and_data):
-    from neuroglancer_ext.layers import VersionedLayer
-    from neuroglancer_ext.viewer_state import apply_layer_event, find_layer, layer_source
+    from ilastik_web.server.layers import VersionedLayer
+    from ilastik_web.server.viewer_state import apply_layer_event, find_layer, layer_source
 
     layer = VersionedLayer("p-labels", "image")
     for _ in range(3):

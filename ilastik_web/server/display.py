@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ilastik_web.abc import Box, MultiscaleVolume
-from neuroglancer_ext.pyramid import is_native
+from ilastik_web.server.served_pyramid import is_native
 
 #: ilastik's default label colours, in class order (class 1 first).
 CLASS_COLORS = (

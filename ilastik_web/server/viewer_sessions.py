@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ilastik_web.errors import InvalidRequestError, NotFoundError
-from neuroglancer_ext.layers import LayerRegistry, ServedLayer
-from neuroglancer_ext.viewer_state import apply_layer_event
+from ilastik_web.server.layers import LayerRegistry, ServedLayer
+from ilastik_web.server.viewer_state import apply_layer_event
 
 log = logging.getLogger(__name__)
 

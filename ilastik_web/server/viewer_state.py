@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ilastik_web.abc import MultiscaleVolume
-from neuroglancer_ext.layers import ServedLayer
+from ilastik_web.server.layers import ServedLayer
 
 #: Stands for the server's external base URL inside stored state.
 ORIGIN = "http://ilastik-web.origin"

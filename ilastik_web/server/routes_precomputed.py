@@ -19,9 +19,9 @@ from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.cancel import CancelToken, cancellable
+from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.routing import Param, Route
 from neuroglancer_ext import precomputed
-from neuroglancer_ext.layers import LayerRegistry
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 

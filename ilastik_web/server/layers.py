@@ -18,12 +18,12 @@ from typing import Literal
 from ilastik_web.abc import MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, InvalidRequestError, NotFoundError, NotReadyError
-from neuroglancer_ext.display import (
+from ilastik_web.server.display import (
     LayerDisplay,
     estimate_contrast_range,
     image_shader,
 )
-from neuroglancer_ext.pyramid import complete_pyramid
+from ilastik_web.server.served_pyramid import complete_pyramid
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class StaticLayer(ServedLayer):
         See :class:`ServedLayer`.
     volume
         The source's pyramid; missing coarse levels are added lazily (see
-        :func:`neuroglancer_ext.pyramid.complete_pyramid`).
+        :func:`ilastik_web.server.served_pyramid.complete_pyramid`).
     cache
         Cache for the computed pyramid levels.
     display

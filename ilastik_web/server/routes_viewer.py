@@ -22,12 +22,12 @@ from concurrent.futures import Executor
 from aiohttp import web
 
 from ilastik_web.errors import ForbiddenError, InvalidRequestError
+from ilastik_web.server.routes_precomputed import accepts_gzip
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
-from neuroglancer_ext.precomputed_routes import accepts_gzip
-from neuroglancer_ext.session import GenerationConflictError, ViewerSessions
+from ilastik_web.server.viewer_sessions import GenerationConflictError, ViewerSessions
+from ilastik_web.server.viewer_state import canonicalize, localize
 from neuroglancer_ext.static import StaticClient
-from neuroglancer_ext.viewer_state import canonicalize, localize
 
 log = logging.getLogger(__name__)
 
