@@ -144,7 +144,9 @@ class _Derivatives:
     """Separable Gaussian derivatives of one presmoothed tile, sharing partial passes.
 
     Passes run x, then y, then z; a derivative of orders (oz, oy, ox) reuses every earlier
-    derivative that starts with the same passes. Results keep ``target`` margins.
+    derivative that starts with the same passes. Results keep no margin, except the
+    structure tensor's gradients (kind "tensor"), which keep ``tensor_target`` for their
+    smoothing.
     """
 
     def __init__(
@@ -153,16 +155,18 @@ class _Derivatives:
         smoothed: Any,
         margins: Sequence[int],
         plan: ScalePlan,
-        target: Sequence[int],
+        tensor_target: Sequence[int],
     ) -> None:
         self._backend = backend
         self._smoothed = smoothed
         self._margins = tuple(margins)
         self._plan = plan
-        self._target = tuple(target)
+        self._tensor_target = tuple(tensor_target)
         self._cache: dict[tuple, tuple[Any, tuple[int, ...]]] = {}
 
     def _kernel(self, axis: AxisPlan, order: int, kind: str) -> np.ndarray:
+        if kind == "tensor":  # the structure tensor's own, finer gradient
+            return axis.tensor_first if order == 1 else axis.tensor_smooth
         if order == 2:
             return axis.second
         if order == 1:
@@ -171,6 +175,7 @@ class _Derivatives:
 
     def get(self, orders: Sequence[int], kind: str = "smooth") -> Any:
         array, margins = self._smoothed, self._margins
+        target = self._tensor_target if kind == "tensor" else (0, 0, 0)
         key: tuple = (kind,)
         for a in (2, 1, 0):
             axis = self._plan.axes[a]
@@ -181,13 +186,13 @@ class _Derivatives:
                 array, margins = self._cache[key]
                 continue
             kernel = self._kernel(axis, orders[a], kind)
-            excess = margins[a] - self._target[a] - len(kernel) // 2
+            excess = margins[a] - target[a] - len(kernel) // 2
             crop = [0, 0, 0]
             crop[a] = excess
             array = self._backend.correlate(_crop(array, crop), kernel, a)
-            margins = tuple(self._target[b] if b == a else margins[b] for b in range(3))
+            margins = tuple(target[b] if b == a else margins[b] for b in range(3))
             self._cache[key] = (array, margins)
-        excess = [m - t for m, t in zip(margins, self._target, strict=True)]
+        excess = [m - t for m, t in zip(margins, target, strict=True)]
         return _crop(array, excess) if any(excess) else array
 
 
@@ -227,9 +232,7 @@ def _compute_group(
         AxisPlan.radius(plan.axes[a].outer) if wants_tensor and a in active else 0 for a in range(3)
     ]
     derivatives = _Derivatives(backend, array, margins, plan, target)
-
-    def final(orders: Sequence[int], kind: str = "smooth") -> Any:
-        return _crop(derivatives.get(orders, kind), target)
+    final = derivatives.get
 
     ids = group.feature_ids
     if "GaussianSmoothing" in ids:
@@ -254,7 +257,7 @@ def _compute_group(
         components = [final(_pair(a, b)) for a, b in _upper_triangle(active)]
         backend.eigenvalues(components, out=targets["HessianOfGaussianEigenvalues"])
     if wants_tensor:
-        gradients = {a: derivatives.get(_unit(a, 1)) for a in active}
+        gradients = {a: derivatives.get(_unit(a, 1), "tensor") for a in active}
         pairs = _upper_triangle(active)
         tile_shape = _crop(gradients[active[0]], target).shape
         components = [backend.empty(tile_shape) for _ in pairs]

@@ -6,8 +6,16 @@ order 0 normalised to unit sum, derivative kernels with their mean removed and s
 moment (they return exactly 1 on ``x**k / k!``).
 
 ilastik's scheme for a scale σ: for σ > 1 the image is presmoothed with ``sqrt(σ² - 1)`` and the
-feature filter runs at 1.0; for σ <= 1 the presmoothing and the filter both use σ. Presmoothing
-uses window 3.5, feature filters window 2.
+feature filter runs at s = 1.0; for σ <= 1 the presmoothing and the filter both use s = σ.
+Presmoothing uses window 3.5, feature filters window 2 (fastfilters' radius
+``floor(window * σ + 0.5)``, the same as vigra's).
+
+Structure tensor: desktop ilastik computes it with fastfilters, whose Python binding hands
+the two scales to the C code in the opposite order to the one lazyflow names them in. The
+gradient is therefore taken at 0.5·s and the tensor smoothed at s (vigra's
+``structureTensor(image, 0.5 * s, s)``), not gradient at s and smoothing at 0.5·s as vigra's
+reading of lazyflow's call would give. We follow desktop ilastik: its stored forests
+reproduce its predictions only with this order.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ import numpy as np
 PRESMOOTH_WINDOW = 3.5
 FEATURE_WINDOW = 2.0
 DOG_RATIO = 0.66
-STRUCTURE_TENSOR_OUTER_RATIO = 0.5
+STRUCTURE_TENSOR_GRADIENT_RATIO = 0.5
+"""The structure tensor's gradient scale relative to s; its smoothing runs at s itself."""
 INTERNAL_NDIM = 3
 
 
@@ -77,7 +86,9 @@ class AxisPlan:
     first: np.ndarray
     second: np.ndarray
     dog: np.ndarray
-    outer: np.ndarray
+    tensor_smooth: np.ndarray  # the structure tensor's gradient: smoothing at 0.5·s
+    tensor_first: np.ndarray  # ... and first derivative at 0.5·s
+    outer: np.ndarray  # the structure tensor's smoothing at s
 
     @property
     def active(self) -> bool:
@@ -125,10 +136,9 @@ def _feature_reach(axis: AxisPlan, feature_id: str) -> int:
         return r(axis.smooth)
     if feature_id == "DifferenceOfGaussians":
         return max(r(axis.smooth), r(axis.dog))
-    derivative = max(r(axis.smooth), r(axis.first), r(axis.second))
     if feature_id == "StructureTensorEigenvalues":
-        return derivative + r(axis.outer)
-    return derivative
+        return max(r(axis.tensor_smooth), r(axis.tensor_first)) + r(axis.outer)
+    return max(r(axis.smooth), r(axis.first), r(axis.second))
 
 
 def axis_sigmas(
@@ -158,12 +168,13 @@ def plan_scale(
     for axis_sigma, rel in zip(sigmas, relative, strict=True):
         if axis_sigma <= 0:
             identity = np.ones(1)
-            axes.append(AxisPlan(0.0, identity, identity, identity, identity, identity, identity))
+            axes.append(AxisPlan(0.0, *(identity,) * 8))
             continue
         if axis_sigma > 1.0:
             presmooth_sigma, filter_sigma = math.sqrt(axis_sigma**2 - 1.0), 1.0
         else:
             presmooth_sigma, filter_sigma = axis_sigma, axis_sigma
+        tensor_sigma = filter_sigma * STRUCTURE_TENSOR_GRADIENT_RATIO
         axes.append(
             AxisPlan(
                 sigma=axis_sigma,
@@ -172,9 +183,9 @@ def plan_scale(
                 first=gaussian_kernel(filter_sigma, 1, FEATURE_WINDOW) / rel,
                 second=gaussian_kernel(filter_sigma, 2, FEATURE_WINDOW) / rel**2,
                 dog=gaussian_kernel(filter_sigma * DOG_RATIO, 0, FEATURE_WINDOW),
-                outer=gaussian_kernel(
-                    filter_sigma * STRUCTURE_TENSOR_OUTER_RATIO, 0, FEATURE_WINDOW
-                ),
+                tensor_smooth=gaussian_kernel(tensor_sigma, 0, FEATURE_WINDOW),
+                tensor_first=gaussian_kernel(tensor_sigma, 1, FEATURE_WINDOW) / rel,
+                outer=gaussian_kernel(filter_sigma, 0, FEATURE_WINDOW),
             )
         )
     return ScalePlan(tuple(axes))  # type: ignore[arg-type]

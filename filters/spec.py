@@ -148,23 +148,21 @@ def num_channels(selection: Selection, *, ndim: int, input_channels: int = 1) ->
 
 
 def channel_names(selection: Selection, *, ndim: int, input_channels: int = 1) -> list[str]:
-    """ilastik-like names of the output channels, in output order.
+    """ilastik's names of the output channels, in output order.
 
-    Examples: ``"Gaussian Smoothing (σ=0.3) [channel 0]"``,
-    ``"Hessian of Gaussian Eigenvalues (σ=1.0) [channel 0, eigenvalue 1]"`` (eigenvalue 0 is
-    the largest).
+    Exactly the names desktop ilastik stores with its forests (``feature_names`` in an
+    ``.ilp``): ``"Gaussian Smoothing (σ=0.3)"``, ``"… (σ=1.0) in 2D"``, and for a feature
+    with several channels ``" [k]"`` with k running over input channel, then eigenvalue
+    (eigenvalue 0 is the largest), e.g. ``"Hessian of Gaussian Eigenvalues (σ=1.0) [3]"``.
     """
     _check_ndim(ndim)
     names = []
     for spec in normalize_selection(selection):
-        count = spec.eigenvalue_count(ndim)
-        for channel in range(input_channels):
-            if spec.feature_id in EIGENVALUE_FEATURES:
-                names += [
-                    f"{spec.name()} [channel {channel}, eigenvalue {k}]" for k in range(count)
-                ]
-            else:
-                names.append(f"{spec.name()} [channel {channel}]")
+        count = spec.eigenvalue_count(ndim) * input_channels
+        if count == 1:
+            names.append(spec.name())
+        else:
+            names += [f"{spec.name()} [{k}]" for k in range(count)]
     return names
 
 

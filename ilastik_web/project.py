@@ -155,6 +155,8 @@ class Project:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
         self._live_paused = False
+        #: What an import (e.g. from an .ilp) could not carry over, one line each.
+        self.import_notes: list[str] = []
         if live:
             self._trainer = LiveTrainer(
                 self._train_step, debounce_s=debounce_s, on_status=self._on_training_status,
@@ -318,6 +320,11 @@ class Project:
                                                for s in computer.selection]})
         self._request_training()
 
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """ilastik's names of the feature channels of the current selection, in order."""
+        return tuple(self._computer.channel_names)
+
     def feature_importances(self) -> dict[str, float]:
         """Importance of each feature channel in the current classifier."""
         return self.current_generation().classifier.feature_importances()
@@ -418,6 +425,21 @@ class Project:
             X, y, label_values=label_values, feature_names=computer.channel_names,
             should_stop=should_stop,
         )
+        return self._publish(classifier, computer)
+
+    def adopt_classifier(self, classifier: PixelClassifier) -> int:
+        """Serve an already trained classifier (e.g. one imported from an ``.ilp``) as a new
+        generation, until the next training replaces it.
+
+        Raises
+        ------
+        InvalidRequestError
+            Its feature channels are not the project's current ones.
+        """
+        with self._lock:
+            computer = self._computer
+        if tuple(classifier.feature_names) != tuple(computer.channel_names):
+            raise InvalidRequestError("the classifier's features are not the project's selection")
         return self._publish(classifier, computer)
 
     def _publish(self, classifier: PixelClassifier, computer: FeatureComputer) -> int:

@@ -58,20 +58,22 @@ def test_feature_spec_is_hashable_and_normalises_sigma() -> None:
 def test_channel_names_follow_ilastik() -> None:
     selection = [("GaussianSmoothing", 0.3), ("HessianOfGaussianEigenvalues", 1.0)]
     names = filters.channel_names(selection, ndim=3, input_channels=2)
+    # desktop ilastik's names (as stored in an .ilp's feature_names): " [k]" over input
+    # channel, then eigenvalue
     assert names == [
-        "Gaussian Smoothing (σ=0.3) [channel 0]",
-        "Gaussian Smoothing (σ=0.3) [channel 1]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 0, eigenvalue 0]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 0, eigenvalue 1]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 0, eigenvalue 2]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 1, eigenvalue 0]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 1, eigenvalue 1]",
-        "Hessian of Gaussian Eigenvalues (σ=1.0) [channel 1, eigenvalue 2]",
+        "Gaussian Smoothing (σ=0.3) [0]",
+        "Gaussian Smoothing (σ=0.3) [1]",
+        *[f"Hessian of Gaussian Eigenvalues (σ=1.0) [{k}]" for k in range(6)],
+    ]
+    assert filters.channel_names(selection, ndim=2) == [
+        "Gaussian Smoothing (σ=0.3)",
+        "Hessian of Gaussian Eigenvalues (σ=1.0) [0]",
+        "Hessian of Gaussian Eigenvalues (σ=1.0) [1]",
     ]
     in_2d = filters.channel_names([("StructureTensorEigenvalues", 1.6, True)], ndim=3)
     assert in_2d == [
-        "Structure Tensor Eigenvalues (σ=1.6) in 2D [channel 0, eigenvalue 0]",
-        "Structure Tensor Eigenvalues (σ=1.6) in 2D [channel 0, eigenvalue 1]",
+        "Structure Tensor Eigenvalues (σ=1.6) in 2D [0]",
+        "Structure Tensor Eigenvalues (σ=1.6) in 2D [1]",
     ]
 
 

@@ -5,8 +5,12 @@ Usage: ``vigra_worker.py INPUT.npy SPEC.json OUTPUT.npy``. INPUT is float32
 already in output order; ``"exact_eigenvalues": true`` replaces vigra's float32 eigensolver
 by float64 LAPACK on vigra's tensors. Follows lazyflow's OpPixelFeaturesPresmoothed without
 fastfilters: presmooth with sqrt(σ²-1) (σ > 1) or σ, window 3.5, then the vigra filter at
-min(σ, 1) with window 2; structure tensor outer scale s/2; DoG G(s) - G(0.66 s); in_2d runs
-per z-slice.
+min(σ, 1) with window 2; DoG G(s) - G(0.66 s); in_2d runs per z-slice.
+
+Structure tensor: vigra's ``structureTensor(image, 0.5 s, s)`` (gradient at s/2, smoothing at
+s), which is what desktop ilastik computes through fastfilters (its binding swaps the two
+scales lazyflow passes). vigra's reading of lazyflow's own call, ``(s, 0.5 s)``, differs from
+desktop ilastik, which is the reference.
 """
 
 import json
@@ -30,7 +34,7 @@ def feature(image, feature_id, s):
             image, s * 0.66, window_size=2.0
         )
     elif feature_id == "StructureTensorEigenvalues":
-        out = f.structureTensorEigenvalues(image, s, s * 0.5, window_size=2.0)
+        out = f.structureTensorEigenvalues(image, s * 0.5, s, window_size=2.0)
     elif feature_id == "HessianOfGaussianEigenvalues":
         out = f.hessianOfGaussianEigenvalues(image, s, window_size=2.0)
     else:
@@ -45,7 +49,7 @@ def exact_eigenvalues(image, feature_id, s):
     """Eigenvalues in float64 LAPACK of vigra's own tensor (isolates vigra's float32 solver)."""
     f = vigra.filters
     if feature_id == "StructureTensorEigenvalues":
-        tensor = f.structureTensor(image, s, s * 0.5, window_size=2.0)
+        tensor = f.structureTensor(image, s * 0.5, s, window_size=2.0)
     else:
         tensor = f.hessianOfGaussian(image, s, window_size=2.0)
     tensor = np.asarray(tensor, dtype=np.float64)
