@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hpc.cli import add_commands
 
     add_commands(commands)
+    from ilastik_web.ilp.cli import add_commands as add_ilp_commands
+
+    add_ilp_commands(commands)
     return parser
 
 

@@ -100,8 +100,7 @@ def load_lane(
         if "://" in lane.file_path:
             raise IlpError(f"the raw data is a URL ({lane.file_path}); pass data=PATH")
         if _split_hdf5(path) is None and not path.is_file():
-            raise IlpError(f"raw data {lane.file_path} not found next to {ilp.path.name}; "
-                           "pass data=PATH")
+            raise IlpError(f"{ilp.path.name}: raw data not found at {path}; pass data=PATH")
         array, axes = read_array(path)
     for candidate in (lane.axes, axes):
         if candidate is not None and len(candidate) == array.ndim:
@@ -109,9 +108,14 @@ def load_lane(
             break
     else:
         axes = _guess_axes(array.ndim, array.shape)
-    if lane.shape is not None and data is None and tuple(array.shape) != lane.shape:
-        raise IlpError(f"raw data has shape {array.shape}, the project recorded {lane.shape}")
+    if lane.shape is not None and _squeezed(array.shape) != _squeezed(lane.shape):
+        raise IlpError(f"{ilp.path.name}: raw data has shape {array.shape}, "
+                       f"the project recorded {lane.shape}")
     return array, axes
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(n for n in shape if n != 1)
 
 
 def to_czyx(array: np.ndarray, axes: str) -> np.ndarray:

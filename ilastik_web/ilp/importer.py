@@ -48,10 +48,12 @@ def _write_raw(path: Path, volume: np.ndarray) -> None:
         dataset.attrs["axistags"] = json.dumps(tags)
 
 
-def block_to_zyx(block: LabelBlock, axes: str, shape: tuple[int, int, int]) -> tuple[Box, np.ndarray]:
+def block_to_zyx(block: LabelBlock, axes: str,
+                 shape: tuple[int, int, int]) -> tuple[Box, np.ndarray]:
     """A saved label block as a (z, y, x) box of the volume and its values."""
     if len(axes) != block.data.ndim:
-        raise IlpError(f"a label block has {block.data.ndim} axes, its order {axes!r} has {len(axes)}")
+        raise IlpError(f"a label block has {block.data.ndim} axes, "
+                       f"its axis order {axes!r} has {len(axes)}")
     data = block.data
     spans = dict(zip(axes, block.slices, strict=True))
     for axis in ("t", "c"):

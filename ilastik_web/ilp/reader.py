@@ -299,7 +299,8 @@ def read_ilp(path: str | Path) -> IlpProject:
             forest, feature_names, known = _read_forest(group, notes)
         if not names and blocks:
             # ilastik counts the label values and invents names and colours
-            top = max((int(b.data.max()) for lane in blocks for b in lane if b.data.size), default=0)
+            top = max((int(b.data.max()) for lane in blocks for b in lane if b.data.size),
+                      default=0)
             names = [f"Label {i + 1}" for i in range(top)]
             colors = [LEGACY_COLORS[i % len(LEGACY_COLORS)] for i in range(top)]
         colors = (colors + [LEGACY_COLORS[i % len(LEGACY_COLORS)] for i in range(len(names))])[
