@@ -16,14 +16,14 @@ read of (128+76)³), independent of the image size. ``tile_shape`` trades speed 
 caller's (pass ``out=`` to reuse one).
 
 Parallelism: on the CPU the scale groups of a tile run as concurrent tasks on
-``NUMBA_NUM_THREADS`` threads with single-threaded kernels; on CUDA torch runs them in turn.
+``numba.get_num_threads()`` threads of the calling thread, with single-threaded kernels;
+on CUDA torch runs them in turn.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -378,39 +378,37 @@ def compute_features(
     groups = _groups(specs, ndim, sizes, inputs)
     halo = _internal_halo(groups)
     spatial = volume.shape[1:]
-    pool = _task_pool() if engine.parallel_tasks and volume[0].size >= TASK_MIN_VOXELS else None
-    with workspace():
-        for tile_slices in _tiles(spatial, tile):
-            for c in range(inputs):
-                with scratch():
-                    _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo, pool)
+    threads = _task_threads() if engine.parallel_tasks and volume[0].size >= TASK_MIN_VOXELS \
+        else 1
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="filters") \
+        if threads > 1 else None
+    try:
+        with workspace():
+            for tile_slices in _tiles(spatial, tile):
+                for c in range(inputs):
+                    with scratch():
+                        _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo,
+                                      pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out
 
 
 TASK_MIN_VOXELS = 1 << 18
 """Below this many voxels per channel the scale groups run one after another."""
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _task_pool() -> ThreadPoolExecutor | None:
-    """Threads that run scale groups side by side, one per numba thread.
+def _task_threads() -> int:
+    """Threads that run scale groups side by side: the caller's numba thread count.
 
     Coarse tasks with single-threaded kernels (numba releases the GIL) replace hundreds of
     short parallel regions: on a shared machine each region's barrier waits for the slowest,
-    possibly descheduled, thread.
+    possibly descheduled, thread. ``numba.set_num_threads`` in the calling thread bounds
+    them, so a server worker limited to one thread stays on one core.
     """
-    global _pool
     import numba
 
-    threads = numba.config.NUMBA_NUM_THREADS
-    if threads < 2:
-        return None
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="filters")
-    return _pool
+    return int(numba.get_num_threads())
 
 
 def _compute_tile(

@@ -83,10 +83,14 @@ class JobService:
     ----------
     store
         The job store (or its folder).
+    launcher
+        Runs background local jobs in niced worker processes (a server's); without one
+        they run in a thread of this process on a dask ``LocalCluster``.
     """
 
-    def __init__(self, store: JobStore | str | Path):
+    def __init__(self, store: JobStore | str | Path, *, launcher=None):
         self.store = store if isinstance(store, JobStore) else JobStore(store)
+        self.launcher = launcher
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -188,19 +192,24 @@ class JobService:
             job.update(handles=handles)
             return job
         if not background:
-            self._run_local(job, spec.engine, run, on_progress)
+            self.run_local(job, spec.engine, run, on_progress)
             return job
-        thread = threading.Thread(target=self._run_local, args=(job, spec.engine, run, None),
+        if self.launcher is not None and spec.engine.kind == "local":
+            handles["owner_pid"] = self.launcher.start(job, run)
+            job.update(handles=handles)
+            return job
+        thread = threading.Thread(target=self.run_local, args=(job, spec.engine, run, None),
                                   name=f"job-{job.id}", daemon=True)
         with self._lock:
             self._threads[job.id] = thread
         thread.start()
         return job
 
-    def _run_local(self, job: Job, engine: EngineSpec, run: int,
-                   on_progress: Progress | None) -> None:
+    def run_local(self, job: Job, engine: EngineSpec, run: int,
+                  on_progress: Progress | None, runner=run_dask) -> None:
+        """Compute the job's missing blocks with ``runner``, finalise, record the end."""
         try:
-            run_dask(job, engine, run, on_progress)
+            runner(job, engine, run, on_progress)
             finalize(str(job.folder))
         except JobCancelled:
             self._end(job, CANCELLED, "cancelled")
@@ -243,7 +252,10 @@ class JobService:
                     self._end(job, FAILED, "Slurm jobs ended before finishing; see the logs")
         else:
             owner = int(handles.get("owner_pid", 0))
-            if owner == os.getpid():
+            ours = self.launcher.running(job.id) if self.launcher is not None else None
+            if ours is not None:
+                running = ours
+            elif owner == os.getpid():
                 with self._lock:
                     running = job.id in self._threads
             else:

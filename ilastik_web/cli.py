@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ilastik_web.argtypes import positive
-from ilastik_web.cache import ArrayCache
+from ilastik_web.argtypes import byte_size, positive
 from ilastik_web.config import TOKEN_ENV, ServerConfig
 from ilastik_web.errors import IlastikWebError
+from ilastik_web.resources import DEFAULT_MEMORY_BYTES, FIXED_OVERHEAD_BYTES, Resources
 
 if TYPE_CHECKING:
     from ilastik_web.project import Project
@@ -107,10 +107,19 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="only open sources under DIR (repeatable; default: anywhere)")
     serve.add_argument("--voxel-size", type=_voxel_size, default=None, metavar="Z,Y,X",
                        help="voxel size in nanometres, overriding the files' metadata")
-    serve.add_argument("--cache-mb", type=positive(int), default=1024, metavar="N",
-                       help="memory budget of the data cache in MiB")
-    serve.add_argument("--workers", type=positive(int), default=4, metavar="N",
-                       help="threads reading and encoding chunks")
+    serve.add_argument("--memory", type=byte_size, default=None, metavar="SIZE",
+                       help="memory budget of all caches (source blocks, features, predictions, "
+                            "encoded chunks), e.g. 2G or 512M; resident memory stays under it "
+                            f"plus about {FIXED_OVERHEAD_BYTES >> 20} MiB and 256 MiB per thread "
+                            f"(default: {DEFAULT_MEMORY_BYTES >> 30}G)")
+    serve.add_argument("--threads", type=positive(int), default=None, metavar="N",
+                       help="worker threads in all, shared by label edits, chunks and training "
+                            "(interactive work first); the forest, the filters and exports are "
+                            "kept within them (default: the cores available)")
+    serve.add_argument("--cache-mb", type=positive(int), default=None, metavar="N",
+                       help="older spelling of --memory in MiB")
+    serve.add_argument("--workers", type=positive(int), default=None, metavar="N",
+                       help="older spelling of --threads")
     serve.add_argument("--project", type=Path, default=None, metavar="DIR",
                        help="project folder (classes, labels, classifier) for painting and live "
                             "training on the first PATH; created if missing. Default: one folder "
@@ -141,24 +150,26 @@ def default_data_dir() -> Path:
 
 
 def open_project(args: argparse.Namespace, source_layer, location: str,
-                 class_names: Sequence[str], default_dir: Path) -> tuple[str, Project, str]:
+                 class_names: Sequence[str], default_dir: Path,
+                 resources: Resources | None = None) -> tuple[str, Project, str]:
     """Open (or create) the project painting on ``source_layer``: (id, project, layer id)."""
     from ilastik_web.project import PROJECT_FILE, Project
 
     directory = args.project or default_dir
     source = source_layer.volume(source_layer.version)
     if (directory / PROJECT_FILE).exists():
-        project = Project.open(directory, source=source, live=True, debounce_s=LIVE_DEBOUNCE_S)
+        project = Project.open(directory, source=source, live=True, debounce_s=LIVE_DEBOUNCE_S,
+                               resources=resources)
     else:
         project = Project.create(directory, source, classes=class_names, location=location,
-                                 live=True, debounce_s=LIVE_DEBOUNCE_S)
+                                 live=True, debounce_s=LIVE_DEBOUNCE_S, resources=resources)
     project_id = re.sub(r"[^A-Za-z0-9_-]+", "-", directory.name).strip("-_")[:64] or "project"
     log.info("project %r at %s (generation %d, %d label edits)", project_id, directory,
              project.generation, project.labels.revision)
     return project_id, project, source_layer.layer_id
 
 
-def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list]:
+def open_layers(args: argparse.Namespace, resources: Resources) -> tuple[list, list]:
     """StaticLayers for the requested paths, or for the demo when there are none, and the
     project painting on the first of them (unless ``--no-project``)."""
     from ilastik_web.server.display import LayerDisplay, class_colors
@@ -166,6 +177,7 @@ def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list
     from ilastik_web.sources import open_source
 
     roots = [root.resolve() for root in args.allow_root] or None
+    cache = resources.cache("sources")
     layers: list[StaticLayer] = []
     taken: list[str] = []
 
@@ -189,7 +201,8 @@ def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list
             location = str(args.paths[0])
             digest = hashlib.sha1(location.encode()).hexdigest()[:8]
             default_dir = default_data_dir() / "projects" / f"{layers[0].layer_id}-{digest}"
-            projects.append(open_project(args, layers[0], location, DEFAULT_CLASSES, default_dir))
+            projects.append(open_project(args, layers[0], location, DEFAULT_CLASSES, default_dir,
+                                         resources))
         return layers, projects
     from ilastik_web.demo import ensure_demo
 
@@ -205,7 +218,7 @@ def open_layers(args: argparse.Namespace, cache: ArrayCache) -> tuple[list, list
     if not args.no_project:
         names = [demo.class_names[v] for v in sorted(demo.class_names)]
         projects.append(open_project(args, raw, str(demo.raw_path), names,
-                                     demo.raw_path.parent / "demo-project"))
+                                     demo.raw_path.parent / "demo-project", resources))
     return layers, projects
 
 
@@ -220,11 +233,11 @@ def viewer_url(host: str, port: int, viewer_token: str, token: str | None) -> st
 
 async def _serve(
     args: argparse.Namespace, config: ServerConfig, layers: list, projects: list,
-    cache: ArrayCache,
+    resources: Resources,
 ) -> None:
     from ilastik_web.server.app import create_app, serve
 
-    app = create_app(config, layers=layers, projects=projects, cache=cache)
+    app = create_app(config, layers=layers, projects=projects, resources=resources)
     try:
         runner = await serve(app, config.host, config.port)
     except OSError as exc:
@@ -252,24 +265,30 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and not token:
         log.warning("listening on %s without --token: anyone who can reach it has access",
                     args.host)
-    cache = ArrayCache(args.cache_mb * 1024 * 1024)
+    memory = args.memory or (args.cache_mb << 20 if args.cache_mb else DEFAULT_MEMORY_BYTES)
+    threads = args.threads or args.workers
+    # Sources and projects open before the app exists; the app takes this one over.
+    resources = Resources(memory, threads)
+    log.info("memory budget %d MiB (resident under %d MiB), %d threads", memory >> 20,
+             resources.rss_limit_bytes >> 20, resources.threads)
     try:
-        layers, projects = open_layers(args, cache)
+        layers, projects = open_layers(args, resources)
     except (IlastikWebError, OSError, ValueError) as exc:
+        resources.close()
         raise CommandError(str(exc) or type(exc).__name__) from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
         token=token,
         allowed_roots=tuple(args.allow_root),
-        cache_bytes=args.cache_mb * 1024 * 1024,
-        workers=args.workers,
+        memory_bytes=memory,
+        threads=resources.threads,
         sam_models=tuple(args.sam_model),
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
     )
     try:
-        asyncio.run(_serve(args, config, layers, projects, cache))
+        asyncio.run(_serve(args, config, layers, projects, resources))
     except KeyboardInterrupt:
         log.info("stopped")
     return 0

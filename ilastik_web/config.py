@@ -22,10 +22,13 @@ class ServerConfig:
         Shared access token; None means no authentication (fine on 127.0.0.1).
     allowed_roots
         Directories sources may be opened from (empty: anywhere).
-    cache_bytes
-        Memory budget of the array cache (source blocks, computed pyramid levels).
-    workers
-        Threads reading and encoding chunks.
+    memory_bytes
+        Memory budget of all caches together, split among them by
+        :data:`ilastik_web.resources.CACHE_SHARES`; resident memory stays under it plus a
+        fixed overhead (:attr:`ilastik_web.resources.Resources.rss_limit_bytes`).
+    threads
+        Worker threads in all (chunks, label edits, training); None: the cores this
+        process may use.
     viewer_token
         Id of the default viewer session, in its URL ``/v/<viewer_token>/``.
     sam_models
@@ -41,8 +44,8 @@ class ServerConfig:
     port: int = 8000
     token: str | None = None
     allowed_roots: tuple[Path, ...] = field(default_factory=tuple)
-    cache_bytes: int = 1024 * 1024 * 1024
-    workers: int = 4
+    memory_bytes: int = 2 << 30
+    threads: int | None = None
     viewer_token: str = "main"
     sam_models: tuple[str, ...] = ()
     sam_device: str | None = None

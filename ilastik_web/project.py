@@ -37,6 +37,7 @@ from ilastik_web.classify.live import LiveTrainer, TrainingStatus
 from ilastik_web.classify.prediction import prediction_pyramids
 from ilastik_web.errors import InvalidRequestError, NotFoundError, NotReadyError
 from ilastik_web.labels import EditResult, LabelSnapshot, LabelStore, Stroke
+from ilastik_web.resources import NamespacedCache, Resources
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,11 @@ class Project:
     source_location
         Where ``source`` was opened from (recorded so :meth:`open` can reopen it).
     feature_cache_bytes, prediction_cache_bytes
-        Memory budgets of the two caches.
+        Memory budgets of the project's own two caches, when no ``resources`` are given.
+    resources
+        The process's shared caches and threads (a server's): features and predictions
+        then live in its ``features`` and ``predictions`` caches, training runs at
+        background priority with its forest threads.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class Project:
         live: bool = False,
         debounce_s: float = 0.25,
         uid: str | None = None,
+        resources: Resources | None = None,
     ):
         # Part of every served URL: chunk URLs are cached forever, so versions of two
         # projects (or of a project deleted and made again) must never coincide.
@@ -141,10 +147,23 @@ class Project:
         self.source = source
         self.source_location = source_location
         self.voxel_size_override = tuple(voxel_size) if voxel_size else None
+        # _lock guards state and is never held across disk I/O (the event loop reads
+        # through it); _persist_lock orders the writes of project.json and classifiers.
+        # State that readers see (classes, the generation) is swapped by reference.
         self._lock = threading.RLock()
+        self._persist_lock = threading.Lock()
         self._classes: dict[int, LabelClass] = {c.value: c for c in classes}
-        self.feature_cache = ArrayCache(feature_cache_bytes)
-        self.prediction_cache = ArrayCache(prediction_cache_bytes)
+        self.resources = resources
+        self.feature_cache: ArrayCache | NamespacedCache
+        self.prediction_cache: ArrayCache | NamespacedCache
+        if resources is not None:
+            # Feature keys name the source and selection, so projects share them; keys of
+            # predictions only name the generation, so each project has its namespace.
+            self.feature_cache = resources.cache("features")
+            self.prediction_cache = NamespacedCache(resources.cache("predictions"), self.uid)
+        else:
+            self.feature_cache = ArrayCache(feature_cache_bytes)
+            self.prediction_cache = ArrayCache(prediction_cache_bytes)
         self._computer = FeatureComputer(source, selection, self.feature_cache)
         self._generation_number = generation
         self._generation: Generation | None = None
@@ -161,6 +180,7 @@ class Project:
             self._trainer = LiveTrainer(
                 self._train_step, debounce_s=debounce_s, on_status=self._on_training_status,
                 generation=self._generation_number,
+                thread_setup=resources.background_thread_setup if resources else None,
             )
 
     # -- construction --------------------------------------------------------------------
@@ -232,14 +252,17 @@ class Project:
         """Write project.json atomically and checkpoint the labels."""
         if self.directory is None:
             return
-        with self._lock:
-            _write_json_atomic(self.directory / PROJECT_FILE, self._to_json())
+        self._save_metadata()
         self.labels.checkpoint()
 
     def _save_metadata(self) -> None:
-        if self.directory is not None:
+        """Write project.json (outside ``_lock``); the last writer writes the latest state."""
+        if self.directory is None:
+            return
+        with self._persist_lock:
             with self._lock:
-                _write_json_atomic(self.directory / PROJECT_FILE, self._to_json())
+                data = self._to_json()
+            _write_json_atomic(self.directory / PROJECT_FILE, data)
 
     def _to_json(self) -> dict:
         return {
@@ -260,8 +283,8 @@ class Project:
 
     @property
     def classes(self) -> list[LabelClass]:
-        with self._lock:
-            return [self._classes[v] for v in sorted(self._classes)]
+        classes = self._classes  # replaced, never mutated: no lock needed to read
+        return [classes[v] for v in sorted(classes)]
 
     def add_class(self, name: str, color: str | None = None) -> LabelClass:
         name = name.strip()
@@ -272,8 +295,8 @@ class Project:
             if color is None:
                 color = PALETTE[(value - 1) % len(PALETTE)]
             cls = LabelClass(value, name, _check_color(color))
-            self._classes[value] = cls
-            self._save_metadata()
+            self._classes = {**self._classes, value: cls}
+        self._save_metadata()
         self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
         return cls
 
@@ -283,8 +306,8 @@ class Project:
             old = self._get_class(value)
             new = LabelClass(value, name.strip() if name else old.name,
                              _check_color(color) if color else old.color)
-            self._classes[value] = new
-            self._save_metadata()
+            self._classes = {**self._classes, value: new}
+        self._save_metadata()
         self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
         return new
 
@@ -292,8 +315,8 @@ class Project:
         """Delete a class and erase its labels (undoable through the label store)."""
         with self._lock:
             self._get_class(value)
-            del self._classes[value]
-            self._save_metadata()
+            self._classes = {v: c for v, c in self._classes.items() if v != value}
+        self._save_metadata()
         result = self.labels.relabel(value, 0)
         self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
         self._labels_changed(result)
@@ -315,7 +338,7 @@ class Project:
         computer = FeatureComputer(self.source, selection, self.feature_cache)
         with self._lock:
             self._computer = computer
-            self._save_metadata()
+        self._save_metadata()
         self._notify("features", {"features": [[s.feature_id, s.sigma, s.in_2d]
                                                for s in computer.selection]})
         self._request_training()
@@ -443,21 +466,27 @@ class Project:
         return self._publish(classifier, computer)
 
     def _publish(self, classifier: PixelClassifier, computer: FeatureComputer) -> int:
-        with self._lock:
+        # The classifier is on disk before its generation is served: a restart never
+        # points at a generation whose classifier is missing. Only trainings publish,
+        # one at a time, so the number taken here stays ours.
+        with self._persist_lock:
             number = self._generation_number + 1
-            self._generation = Generation(
-                number, classifier, computer,
-                prediction_pyramids(classifier, computer, number, self.prediction_cache),
-            )
-            self._generation_number = number
             if self.directory is not None:
                 folder = self.directory / "classifiers"
                 folder.mkdir(exist_ok=True)
                 classifier.save(folder / f"g{number}.pkl")
-                for old in folder.glob("g*.pkl"):
-                    if old.name != f"g{number}.pkl":
-                        old.unlink(missing_ok=True)
-                self._save_metadata()
+            generation = Generation(
+                number, classifier, computer,
+                prediction_pyramids(classifier, computer, number, self.prediction_cache),
+            )
+            with self._lock:
+                self._generation = generation
+                self._generation_number = number
+        self._save_metadata()
+        if self.directory is not None:
+            for old in (self.directory / "classifiers").glob("g*.pkl"):
+                if old.name != f"g{number}.pkl":
+                    old.unlink(missing_ok=True)
         # Old generations' predictions will never be asked for again (their URLs 410).
         self.prediction_cache.discard(lambda key: f"/g{number}/" not in str(key[0]))
         self._notify("generation", {"generation": number})
@@ -487,10 +516,10 @@ class Project:
         return self._generation_number
 
     def current_generation(self) -> Generation:
-        with self._lock:
-            if self._generation is None:
-                raise NotReadyError("no classifier yet: paint at least two classes")
-            return self._generation
+        generation = self._generation  # swapped by reference
+        if generation is None:
+            raise NotReadyError("no classifier yet: paint at least two classes")
+        return generation
 
     def predict(self, box: Box, *, level: int = 0) -> np.ndarray:
         """float32 probabilities (classes, z, y, x) of ``box`` at pyramid ``level``."""

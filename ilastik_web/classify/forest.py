@@ -7,6 +7,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,14 +126,44 @@ class PixelClassifier:
                 f"got {features.shape[0]}"
             )
         spatial = features.shape[1:]
-        flat = features.reshape(features.shape[0], -1).T
+        # Trees walk one sample's features at a time: rows must be contiguous, or every
+        # split reads a different cache line (the transpose of (channels, voxels) is not).
+        flat = np.ascontiguousarray(features.reshape(features.shape[0], -1).T,
+                                    dtype=np.float32)
         out = np.zeros((self.num_classes, flat.shape[0]), dtype=np.float32)
         if flat.shape[0]:
-            proba = self.forest.predict_proba(flat).astype(np.float32, copy=False)
+            proba = self._forest_proba(flat).astype(np.float32, copy=False)
             for row, column in enumerate(self._columns):
                 if column >= 0:
                     out[row] = proba[:, column]
         return out.reshape(self.num_classes, *spatial)
+
+    def _forest_proba(self, samples: np.ndarray) -> np.ndarray:
+        """The forest's mean tree probabilities, as ``RandomForestClassifier.predict_proba``.
+
+        Each sample sums its trees in the forest's order whatever the threads, so a chunk
+        gets the same numbers in the viewer (one thread) and in a batch job (several).
+        No joblib: the caller's thread (a worker of the server's pool) does the work, and
+        ``forest.n_jobs`` threads split the samples only when it asks for more than one.
+        """
+        trees = self.forest.estimators_
+        threads = int(self.forest.n_jobs or 1)
+        if threads < 0:
+            threads = os.cpu_count() or 1
+        threads = max(1, min(threads, samples.shape[0] // 4096))
+
+        def mean(part: np.ndarray) -> np.ndarray:
+            total = np.zeros((part.shape[0], len(self.forest.classes_)), dtype=np.float64)
+            for tree in trees:
+                total += tree.predict_proba(part, check_input=False)
+            total /= len(trees)
+            return total
+
+        if threads == 1:
+            return mean(samples)
+        parts = np.array_split(samples, threads)
+        with ThreadPoolExecutor(threads, thread_name_prefix="forest") as pool:
+            return np.concatenate(list(pool.map(mean, parts)))
 
     def feature_importances(self) -> dict[str, float]:
         """Mean decrease in impurity per feature channel, summing to 1."""

@@ -42,6 +42,8 @@ class LiveTrainer:
         Quiet time after the last change before training starts.
     on_status
         Called (from the trainer thread) with every status change.
+    thread_setup
+        Called first in the trainer thread (its priority and numba threads).
     """
 
     def __init__(
@@ -51,8 +53,10 @@ class LiveTrainer:
         debounce_s: float = 0.25,
         on_status: Callable[[TrainingStatus], None] | None = None,
         generation: int = 0,
+        thread_setup: Callable[[], None] | None = None,
     ):
         self._train = train
+        self._thread_setup = thread_setup
         self.debounce_s = debounce_s
         self._on_status = on_status
         self._lock = threading.Condition()
@@ -107,6 +111,8 @@ class LiveTrainer:
                 log.exception("training status listener failed")
 
     def _run(self) -> None:
+        if self._thread_setup is not None:
+            self._thread_setup()
         while True:
             with self._lock:
                 while not self._stopped and self._requested_at is None:

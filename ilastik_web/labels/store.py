@@ -166,12 +166,16 @@ class LabelStore:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load()
             self._log_file = open(self.directory / LOG_NAME, "ab")  # noqa: SIM115
+        # Readers (the event loop, trainings) take this published snapshot without the
+        # lock: writers hold the lock across the log's fsync, readers never wait on it.
+        self._published = self._make_snapshot()
 
     # -- public API -------------------------------------------------------------------
 
     @property
     def revision(self) -> int:
-        return self._revision
+        """The latest acknowledged revision (that of :meth:`snapshot`)."""
+        return self._published.revision
 
     def paint(self, stroke: Stroke) -> EditResult:
         """Apply a stroke (label 0 erases); durable once this returns."""
@@ -182,6 +186,7 @@ class LabelStore:
             self._active.append(edit)
             self._undone.clear()
             self._revision = edit.revision
+            self._publish()
             return EditResult(self._revision, box)
 
     def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
@@ -200,6 +205,7 @@ class LabelStore:
             self._active.append(edit)
             self._undone.clear()
             self._revision = edit.revision
+            self._publish()
             return EditResult(self._revision, touched)
 
     def relabel(self, old: int, new: int) -> EditResult:
@@ -213,6 +219,7 @@ class LabelStore:
             self._active.append(edit)
             self._undone.clear()
             self._revision = edit.revision
+            self._publish()
             return EditResult(self._revision, box)
 
     def undo(self) -> EditResult | None:
@@ -224,7 +231,9 @@ class LabelStore:
             self._append({"op": "undo", "rev": self._revision})
             edit = self._active.pop()
             self._undone.append(edit)
-            return EditResult(self._revision, self._replay_region(edit))
+            result = EditResult(self._revision, self._replay_region(edit))
+            self._publish()
+            return result
 
     def redo(self) -> EditResult | None:
         """Re-apply the latest undone edit; None when there is none."""
@@ -235,11 +244,19 @@ class LabelStore:
             self._append({"op": "redo", "rev": self._revision})
             edit = self._undone.pop()
             self._active.append(edit)
-            return EditResult(self._revision, self._reapply(edit))
+            result = EditResult(self._revision, self._reapply(edit))
+            self._publish()
+            return result
 
     def snapshot(self) -> LabelSnapshot:
-        with self._lock:
-            return LabelSnapshot(self.shape, self.block_shape, dict(self._blocks), self._revision)
+        """The labels at the latest acknowledged revision (never waits on a writer)."""
+        return self._published
+
+    def _make_snapshot(self) -> LabelSnapshot:
+        return LabelSnapshot(self.shape, self.block_shape, dict(self._blocks), self._revision)
+
+    def _publish(self) -> None:
+        self._published = self._make_snapshot()
 
     def read(self, box: Box) -> np.ndarray:
         return self.snapshot().read(box)

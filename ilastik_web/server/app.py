@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
+from ilastik_web.resources import Resources
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
 from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, policy_for_token
@@ -67,7 +66,7 @@ def create_app(
     *,
     layers: Iterable[ServedLayer] = (),
     projects: Iterable[tuple[str, Project, str]] = (),
-    cache: ArrayCache | None = None,
+    resources: Resources | None = None,
     client: StaticClient | None = None,
 ) -> web.Application:
     """Build the application.
@@ -75,7 +74,7 @@ def create_app(
     Parameters
     ----------
     config
-        Settings (defaults: open access, 1 GiB cache, 4 worker threads).
+        Settings (defaults: open access, 2 GiB of caches, one worker thread per core).
     layers
         Layers to serve from the start, bottom first; the default viewer shows them,
         centred on the first source.
@@ -83,9 +82,10 @@ def create_app(
         ``(project_id, project, source_layer_id)`` for each project to serve: its labels
         (and, once trained, predictions) become layers, its routes live under
         ``/api/projects/<project_id>``. The app closes the projects on cleanup.
-    cache
-        The array cache the layers' computed levels use (one is made from
-        ``config.cache_bytes`` if not given).
+    resources
+        The caches and worker threads everything shares (made from
+        ``config.memory_bytes`` and ``config.threads`` if not given). Layers and projects
+        opened before the app should use the same object; the app closes it on cleanup.
     client
         The Neuroglancer client files (default: from the ``neuroglancer`` package).
 
@@ -95,7 +95,8 @@ def create_app(
         With the :class:`ServerContext` at ``app[CONTEXT_KEY]``.
     """
     config = config or ServerConfig()
-    cache = cache or ArrayCache(config.cache_bytes)
+    resources = resources or Resources(config.memory_bytes, config.threads)
+    cache = resources.cache("sources")
     registry = LayerRegistry()
     for layer in layers:
         registry.add(layer)
@@ -106,7 +107,7 @@ def create_app(
         registry=registry,
         sessions=sessions,
         cache=cache,
-        executor=ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ilastik-web"),
+        resources=resources,
         policy=policy_for_token(config.token),
         table=table,
         client=client or install_extension(StaticClient()),
@@ -122,17 +123,18 @@ def create_app(
     session.follow(registry)
 
     table.extend(api_routes(ctx))
-    table.extend(precomputed_routes(registry, ctx.executor, cache))
-    table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
-    table.extend(project_routes(ctx.projects, ctx.executor))
-    table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,
-                            allowed_roots=config.allowed_roots or None))
+    table.extend(precomputed_routes(registry, resources.chunks, resources.cache("chunks")))
+    table.extend(viewer_routes(sessions, ctx.client, resources.interactive))
+    table.extend(project_routes(ctx.projects, resources.interactive))
+    table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
+                            allowed_roots=config.allowed_roots or None,
+                            resources=resources))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
         embedding_dir=config.sam_cache_dir,
     ))
-    table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
+    table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
                             instances_dir=config.sam_cache_dir))
 
     app = web.Application(
@@ -146,9 +148,9 @@ def create_app(
         sessions.close_all()
 
     async def stop_workers(app: web.Application) -> None:
-        ctx.executor.shutdown(wait=False, cancel_futures=True)
         ctx.projects.close()
         sam.close()
+        resources.close()
 
     app.on_shutdown.append(close_streams)
     app.on_cleanup.append(stop_workers)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
+from ilastik_web.resources import Lane, Resources
 from ilastik_web.server.auth import AccessPolicy
 from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
@@ -29,11 +29,16 @@ class ServerContext:
     registry: LayerRegistry
     sessions: ViewerSessions
     cache: ArrayCache
-    executor: ThreadPoolExecutor
+    resources: Resources
     policy: AccessPolicy
     table: RouteTable
     client: StaticClient
     projects: ProjectHub
+
+    @property
+    def executor(self) -> Lane:
+        """Where small blocking work of a request runs (the interactive lane)."""
+        return self.resources.interactive
 
     @property
     def default_session(self) -> ViewerSession:

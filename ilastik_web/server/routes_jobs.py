@@ -19,11 +19,13 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from hpc.job import FORMATS, EngineSpec
+from hpc.local_process import ProcessLauncher
 from hpc.plan import parse_roi
 from hpc.service import JobService
 from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import OUTPUTS
 from ilastik_web.errors import InvalidRequestError
+from ilastik_web.resources import EXPORT_NICE, Resources
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.sources.location import check_allowed
@@ -42,8 +44,9 @@ _JOB = Param("job_id", description="Job id")
 class JobServices:
     """One :class:`JobService` per open project (its ``jobs/`` folder)."""
 
-    def __init__(self, hub: ProjectHub):
+    def __init__(self, hub: ProjectHub, launcher: ProcessLauncher | None = None):
         self.hub = hub
+        self.launcher = launcher
         self._lock = threading.Lock()
         self._services: dict[str, JobService] = {}
 
@@ -55,7 +58,8 @@ class JobServices:
         with self._lock:
             service = self._services.get(served.project_id)
             if service is None:
-                service = self._services[served.project_id] = JobService(directory / "jobs")
+                service = self._services[served.project_id] = JobService(
+                    directory / "jobs", launcher=self.launcher)
             return service
 
 
@@ -112,7 +116,8 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
 
 
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
-           allowed_roots: Sequence[Path] | None = None) -> list[Route]:
+               allowed_roots: Sequence[Path] | None = None,
+               resources: Resources | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -125,8 +130,14 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
         Cache for the pyramid levels an opened export may need.
     allowed_roots
         Folders outputs may be written to (None: anywhere).
+    resources
+        With them, local jobs run in worker processes at a lower OS priority with
+        ``resources.export_threads`` threads (their CPU share) instead of in a thread of
+        the server.
     """
-    services = JobServices(hub)
+    launcher = (ProcessLauncher(resources.export_threads, EXPORT_NICE)
+                if resources is not None else None)
+    services = JobServices(hub, launcher)
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)

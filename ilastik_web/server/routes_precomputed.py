@@ -3,9 +3,10 @@
 ``GET /precomputed/{layer_id}/{version}/info`` and
 ``GET /precomputed/{layer_id}/{version}/{scale_key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}``.
 
-Chunks are read and encoded in a worker pool; when the client disconnects, aiohttp
-cancels the handler (the app runs with ``handler_cancellation=True``) and a read still
-waiting in the pool's queue is cancelled with it.
+Chunks are read and encoded in the chunks lane of the worker pool; when the client
+disconnects, aiohttp cancels the handler (the app runs with ``handler_cancellation=True``)
+and a read still waiting in the queue is dropped, one already running stops at its next
+check. A chunk of a layer version superseded while it waited is dropped too (410).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import numpy as np
 from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
-from ilastik_web.cancel import CancelToken, cancellable
+from ilastik_web.cancel import Cancelled, CancelToken, cancellable
+from ilastik_web.errors import GoneError
+from ilastik_web.resources import Lane
 from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.routing import Param, Route
 from neuroglancer_ext import precomputed
@@ -90,10 +93,25 @@ def precomputed_routes(
             # A client that disconnects cancels this handler; the token then stops the
             # computation at its next check instead of letting it run to the end.
             token = CancelToken()
+            version = request.match_info["version"]
+
+            def superseded() -> bool:
+                return layer.version != version
+
             try:
-                body = (await loop.run_in_executor(executor, cancellable(token, compute))).data
+                if isinstance(executor, Lane):
+                    future = executor.submit_task(compute, token=token, stale=superseded)
+                    body = (await asyncio.wrap_future(future)).data
+                else:
+                    body = (await loop.run_in_executor(executor,
+                                                       cancellable(token, compute))).data
             except asyncio.CancelledError:
                 token.cancel()
+                raise
+            except Cancelled:
+                if superseded():
+                    raise GoneError(f"version {version} of {layer.layer_id} was superseded "
+                                    "while its chunk waited") from None
                 raise
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
         if gzipped:

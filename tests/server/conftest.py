@@ -48,8 +48,8 @@ def volume_and_data() -> tuple[MultiscaleVolume, np.ndarray]:
 @pytest.fixture
 def make_app() -> Callable[..., object]:
     def factory(layers: Sequence[ServedLayer], **config) -> object:
-        cache = ArrayCache(64 * 2**20)
-        return create_app(ServerConfig(**config), layers=layers, cache=cache)
+        config.setdefault("memory_bytes", 256 * 2**20)
+        return create_app(ServerConfig(**config), layers=layers)
 
     return factory
 

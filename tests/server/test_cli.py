@@ -27,7 +27,8 @@ def test_help_explains_every_option(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     for option in ["--host", "--port", "--no-browser", "--token", "--allow-root",
-                   "--voxel-size", "--cache-mb", "--workers", "--log-level"]:
+                   "--voxel-size", "--memory", "--threads", "--cache-mb", "--workers",
+                   "--log-level"]:
         assert option in text
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     assert all(action.help for action in serve._actions)
@@ -42,7 +43,8 @@ def test_bad_path_is_one_line_and_exit_2(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["--voxel-size", "1,2"], ["--voxel-size", "a,b,c"],
-                                  ["--port", "70000"], ["--cache-mb", "0"]])
+                                  ["--port", "70000"], ["--cache-mb", "0"],
+                                  ["--memory", "0"], ["--memory", "lots"], ["--threads", "0"]])
 def test_bad_options_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         main(["serve", *argv])

@@ -221,7 +221,7 @@ async def test_chunk_read_runs_off_the_event_loop(aiohttp_client, make_app, volu
 async def test_disconnected_client_leaves_no_queued_work(aiohttp_client, make_app,
                                                          volume_and_data):
     volume, _ = volume_and_data
-    app = make_app([StaticLayer("raw", volume)], workers=1)
+    app = make_app([StaticLayer("raw", volume)], threads=1)
     client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
     release, reads = block_reads(volume)
     busy = asyncio.ensure_future(client.get("/precomputed/raw/v0/s0/0-256_0-256_0-1"))
@@ -272,7 +272,7 @@ async def test_disconnected_client_stops_a_running_computation(aiohttp_client, m
                                                                  volume_and_data):
     """A computed coarse chunk reads many finer blocks; its client leaving stops it."""
     volume, _ = volume_and_data
-    app = make_app([StaticLayer("raw", volume)], workers=1)
+    app = make_app([StaticLayer("raw", volume)], threads=1)
     client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
     base = volume.base
     original = base._read

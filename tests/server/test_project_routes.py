@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.project import Project
+from ilastik_web.resources import Resources
 from ilastik_web.server.app import create_app
 from ilastik_web.server.context import CONTEXT_KEY
 from ilastik_web.server.layers import StaticLayer
@@ -18,17 +18,18 @@ from ilastik_web.server.layers import StaticLayer
 
 @pytest.fixture
 def served_project(tmp_path, blob_source):
-    cache = ArrayCache(64 * 2**20)
-    raw = StaticLayer("raw", blob_source, cache=cache)
+    resources = Resources(256 << 20, threads=2)
+    raw = StaticLayer("raw", blob_source, cache=resources.cache("sources"))
     project = Project.create(tmp_path / "p", raw.volume("v0"), classes=["background", "blob"],
-                             live=True, debounce_s=0.05)
-    return raw, project, cache
+                             live=True, debounce_s=0.05, resources=resources)
+    return raw, project, resources
 
 
 @pytest_asyncio.fixture
 async def client(aiohttp_client, served_project):
-    raw, project, cache = served_project
-    app = create_app(ServerConfig(), layers=[raw], projects=[("p", project, "raw")], cache=cache)
+    raw, project, resources = served_project
+    app = create_app(ServerConfig(), layers=[raw], projects=[("p", project, "raw")],
+                     resources=resources)
     return await aiohttp_client(app)
 
 
@@ -222,6 +223,7 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
     project = ctx.projects.get("p").project
     for cache in (ctx.cache, project.feature_cache, project.prediction_cache):
         assert cache.stats.nbytes <= cache.budget_bytes
+    assert sum(c.budget_bytes for c in ctx.resources.caches.values()) <= 256 << 20
 
 
 async def test_live_toggle_pauses_retraining(client, blobs):

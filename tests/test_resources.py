@@ -1,0 +1,126 @@
+"""The one owner of memory and threads: cache budgets, lanes by priority, stale work."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from ilastik_web.argtypes import byte_size
+from ilastik_web.cancel import Cancelled, CancelToken, check_cancelled
+from ilastik_web.resources import CACHE_SHARES, NamespacedCache, Resources, WorkerPool
+
+DEADLINE_S = 120
+
+
+@pytest.fixture
+def resources():
+    r = Resources(100 << 20, threads=2)
+    yield r
+    r.close()
+
+
+def test_caches_split_the_budget(resources):
+    assert abs(sum(CACHE_SHARES.values()) - 1) < 1e-9
+    budgets = {name: c.budget_bytes for name, c in resources.caches.items()}
+    assert sum(budgets.values()) <= 100 << 20
+    assert budgets["features"] > budgets["predictions"] > 0
+    assert resources.rss_limit_bytes > resources.memory_bytes
+    with pytest.raises(ValueError, match="unknown cache"):
+        resources.cache("nope")
+
+
+def test_threads_add_up(resources):
+    assert resources.pool.threads == 2
+    assert resources.background.threads == 1  # one worker always left for the viewers
+    assert resources.forest_threads == 1
+    described = resources.describe()
+    assert described["threads"] == 2 and set(described["caches"]) == set(CACHE_SHARES)
+
+
+def test_higher_lanes_run_first():
+    pool = WorkerPool(1)
+    gate = threading.Event()
+    order: list[str] = []
+    try:
+        blocker = pool.submit("background", gate.wait)
+        futures = [pool.submit(lane, lambda lane=lane: order.append(lane))
+                   for lane in ("background", "chunks", "interactive", "chunks")]
+        gate.set()
+        blocker.result(DEADLINE_S)
+        for f in futures:
+            f.result(DEADLINE_S)
+        assert order == ["interactive", "chunks", "chunks", "background"]
+    finally:
+        pool.shutdown()
+
+
+def test_background_never_takes_every_worker():
+    pool = WorkerPool(2, limits={"background": 1})
+    gate = threading.Event()
+    started = threading.Event()
+    try:
+        first = pool.submit("background", lambda: (started.set(), gate.wait(DEADLINE_S)))
+        second = pool.submit("background", lambda: "second")
+        assert started.wait(DEADLINE_S)
+        # The other worker is free for a chunk although background work is queued.
+        assert pool.submit("chunks", lambda: "chunk").result(DEADLINE_S) == "chunk"
+        assert not second.done()
+        gate.set()
+        assert second.result(DEADLINE_S) == "second" and first.result(DEADLINE_S)
+    finally:
+        pool.shutdown()
+
+
+def test_cancelled_and_stale_work_is_dropped_not_run():
+    pool = WorkerPool(1)
+    gate = threading.Event()
+    ran: list[str] = []
+    try:
+        blocker = pool.submit("chunks", gate.wait)
+        token = CancelToken()
+        cancelled = pool.submit("chunks", lambda: ran.append("cancelled"), token=token)
+        stale = pool.submit("chunks", lambda: ran.append("stale"), stale=lambda: True)
+        kept = pool.submit("chunks", lambda: ran.append("kept"))
+        token.cancel()
+        gate.set()
+        blocker.result(DEADLINE_S)
+        kept.result(DEADLINE_S)
+        for future in (cancelled, stale):
+            with pytest.raises(Cancelled):
+                future.result(DEADLINE_S)
+        assert ran == ["kept"] and pool.dropped == 2
+    finally:
+        pool.shutdown()
+
+
+def test_lane_runs_under_the_token(resources):
+    token = CancelToken()
+    token_seen = resources.chunks.submit_task(lambda: check_cancelled() or "ok", token=token)
+    assert token_seen.result(DEADLINE_S) == "ok"
+    assert resources.interactive.submit(lambda a, b: a + b, 1, 2).result(DEADLINE_S) == 3
+
+
+def test_background_workers_run_at_lower_os_priority(resources):
+    from ilastik_web.resources import thread_nice
+
+    base = resources.interactive.submit(thread_nice).result(DEADLINE_S)
+    assert resources.background.submit(thread_nice).result(DEADLINE_S) > base
+
+
+def test_namespaced_views_share_a_budget_without_colliding(resources):
+    shared = resources.cache("predictions")
+    a, b = NamespacedCache(shared, "a"), NamespacedCache(shared, "b")
+    a.put("k", np.zeros(4))
+    b.put("k", np.ones(4))
+    assert a.get("k").sum() == 0 and b.get("k").sum() == 4
+    assert a.discard(lambda key: True) == 1
+    assert a.get("k") is None and b.get("k") is not None
+
+
+@pytest.mark.parametrize("text, expected", [("2G", 2 << 30), ("512M", 512 << 20),
+                                            ("1.5g", 3 << 29), ("64MiB", 64 << 20),
+                                            ("1000", 1000)])
+def test_byte_size(text, expected):
+    assert byte_size(text) == expected
