@@ -40,6 +40,16 @@ SCRIPT_ENVIRONMENT = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 class SlurmRestError(InvalidRequestError):
     """slurmrestd refused a request or could not be reached (one line, no token)."""
 
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def unknown_job(self) -> bool:
+        """Slurm no longer knows the job (purged after MinJobAge, or never existed)."""
+        text = str(self)
+        return self.status == 404 or "Invalid job id" in text or "Unable to find" in text
+
 
 class SlurmRestClient:
     """The few slurmrestd calls the engine needs.
@@ -108,7 +118,7 @@ class SlurmRestClient:
             errors = _errors(answer)
             if errors is None:
                 errors = f"HTTP {exc.code}"
-            raise SlurmRestError(f"slurmrestd {method} {path}: {errors}") from None
+            raise SlurmRestError(f"slurmrestd {method} {path}: {errors}", exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SlurmRestError(f"cannot reach slurmrestd at {self.url}: {reason}") from None
@@ -138,7 +148,7 @@ class SlurmRestClient:
         try:
             answer = self.request("GET", f"job/{job_id}")
         except SlurmRestError as exc:
-            if "Invalid job id" in str(exc) or "HTTP 404" in str(exc):
+            if exc.unknown_job:
                 return []
             raise
         return [str(j.get("job_state", "")) for j in answer.get("jobs", [])]
@@ -148,7 +158,7 @@ class SlurmRestClient:
         try:
             self.request("DELETE", f"job/{job_id}")
         except SlurmRestError as exc:
-            if "Invalid job id" not in str(exc) and "already completed" not in str(exc):
+            if not exc.unknown_job and "already completed" not in str(exc):
                 raise
 
 
