@@ -19,7 +19,7 @@ import sys
 import types
 from pathlib import Path
 
-from hpc.job import DONE, FORMATS, TERMINAL, EngineSpec
+from hpc.job import DONE, ENGINE_KINDS, FORMATS, SLURM_KINDS, TERMINAL, EngineSpec
 from hpc.plan import parse_roi
 from ilastik_web.argtypes import non_negative_int, positive
 from ilastik_web.classify.blockwise import OUTPUTS
@@ -96,7 +96,10 @@ def add_commands(subparsers) -> None:
     predict.add_argument("--level", type=non_negative_int, default=0, help="pyramid level")
     predict.add_argument("--memory", type=parse_bytes, default=1 << 30,
                          help="memory per block computation (default 1G)")
-    predict.add_argument("--engine", choices=("local", "dask", "slurm"), default="local")
+    predict.add_argument("--engine", choices=ENGINE_KINDS, default="local",
+                         help="where blocks run: local dask, a dask --scheduler, Slurm by "
+                              "sbatch (on a submit host) or slurm-rest (slurmrestd at "
+                              "--rest-url; the JWT from $SLURM_JWT or --rest-token-file)")
     predict.add_argument("--workers", type=positive(int), default=1,
                          help="local dask workers, or concurrent Slurm tasks (0: no limit)")
     predict.add_argument("--threads", type=positive(int), default=1,
@@ -108,6 +111,12 @@ def add_commands(subparsers) -> None:
     predict.add_argument("--gpus", type=positive(int), help="Slurm GPUs per task")
     predict.add_argument("--blocks-per-task", type=positive(int), default=1,
                          help="blocks per Slurm array task")
+    predict.add_argument("--python", help="Python interpreter on the Slurm nodes "
+                                           "(default: this one)")
+    predict.add_argument("--rest-url", help="slurmrestd base URL (--engine slurm-rest)")
+    predict.add_argument("--rest-user", help="Slurm user the JWT was issued for")
+    predict.add_argument("--rest-token-file", help="file holding the JWT (default: "
+                                                   "$SLURM_JWT)")
     predict.add_argument("--detach", action="store_true",
                          help="Slurm: submit and return without waiting")
     predict.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -130,7 +139,9 @@ def _engine(args) -> EngineSpec:
         kind=args.engine, workers=args.workers, threads=max(1, args.threads),
         address=args.scheduler, partition=args.partition, account=args.account,
         time=args.time, mem=args.mem, cpus=args.cpus, gpus=args.gpus,
-        blocks_per_task=max(1, args.blocks_per_task),
+        blocks_per_task=max(1, args.blocks_per_task), python=args.python,
+        rest_url=args.rest_url, rest_user=args.rest_user,
+        rest_token_file=args.rest_token_file,
     )
 
 
@@ -177,7 +188,7 @@ def run_predict(args) -> int:
                 )
                 jobs.append(job)
                 _err(f"job {job.id}: {output}")
-                if engine.kind == "slurm" and args.detach:
+                if engine.kind in SLURM_KINDS and args.detach:
                     continue
                 summary = _wait_with_bar(service, job.id, args.quiet, name)
                 if summary["state"] != DONE:
@@ -221,7 +232,7 @@ def run_jobs(args) -> int:
         service = JobService(folder / "jobs")
         if args.action == "list":
             for summary in service.list():
-                _out(f"{summary['id']}  {summary['state']:<9}  "
+                _out(f"{summary['id']}  {summary['state']:<9}  {summary['engine']:<10}  "
                       f"{summary['blocks_done']}/{summary['blocks_total']}  "
                       f"{summary['export']} -> {summary['output']}")
             return 0

@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import hpc
@@ -120,14 +121,40 @@ def _script(command: list[str]) -> str:
     return "\n".join(["#!/bin/bash", "set -e", env, threads, "exec " + shlex.join(command), ""])
 
 
-def submit_slurm(job: Job, engine: EngineSpec, run: int) -> list[str]:
-    """Submit the missing blocks as one array job and a dependent finalising job.
+@dataclass(frozen=True)
+class SlurmSubmission:
+    """One run of a job as Slurm sees it, whichever way it is submitted.
 
-    Returns
-    -------
-    list of str
-        The Slurm job ids (array job first, finaliser last).
+    Attributes
+    ----------
+    tasks
+        Block indices of each array task (empty: only the finaliser runs).
+    array_script, final_script
+        The batch scripts (also written to the job's ``slurm/`` folder).
+    folder
+        The job folder (the jobs' working directory; must be shared with the nodes).
+    name
+        The Slurm job name.
+    array_output, final_output
+        Output file patterns (``%A``/``%a``/``%j`` as Slurm expands them).
     """
+
+    tasks: list[list[int]]
+    array_script: str
+    final_script: str
+    folder: Path
+    name: str
+    array_output: str
+    final_output: str
+
+    def array_range(self, throttle: int) -> str:
+        """The ``--array`` value: all tasks, at most ``throttle`` at once (0: no limit)."""
+        limit = f"%{throttle}" if throttle > 0 else ""
+        return f"0-{len(self.tasks) - 1}{limit}"
+
+
+def prepare_slurm(job: Job, engine: EngineSpec, run: int) -> SlurmSubmission:
+    """Split the missing blocks into array tasks and write the run's batch scripts."""
     folder = job.folder.resolve()
     slurm_dir = folder / "slurm"
     slurm_dir.mkdir(exist_ok=True)
@@ -135,7 +162,29 @@ def submit_slurm(job: Job, engine: EngineSpec, run: int) -> list[str]:
     per = engine.blocks_per_task
     tasks = [todo[i:i + per] for i in range(0, len(todo), per)]
     (slurm_dir / f"run{run}.json").write_text(json.dumps({"tasks": tasks}))
-    common = [f"--chdir={folder}", f"--job-name=ilastik-web-{job.id}"]
+    python = engine.python or sys.executable
+    array_script = _script([python, "-m", "hpc.worker", str(folder), "--run", str(run)])
+    final_script = _script([python, "-m", "hpc.worker", str(folder), "--finalize"])
+    (slurm_dir / f"run{run}.sh").write_text(array_script)
+    (slurm_dir / "finalize.sh").write_text(final_script)
+    return SlurmSubmission(tasks, array_script, final_script, folder,
+                           f"ilastik-web-{job.id}",
+                           f"{folder}/logs/slurm-run{run}-%A_%a.log",
+                           f"{folder}/logs/slurm-finalize-%j.log")
+
+
+def submit_slurm(job: Job, engine: EngineSpec, run: int) -> list[str]:
+    """Submit the missing blocks with ``sbatch`` as one array job and a dependent
+    finalising job.
+
+    Returns
+    -------
+    list of str
+        The Slurm job ids (array job first, finaliser last).
+    """
+    plan = prepare_slurm(job, engine, run)
+    slurm_dir = plan.folder / "slurm"
+    common = [f"--chdir={plan.folder}", f"--job-name={plan.name}"]
     for flag, value in (("--partition", engine.partition), ("--account", engine.account),
                         ("--time", engine.time), ("--mem", engine.mem)):
         if value:
@@ -145,20 +194,14 @@ def submit_slurm(job: Job, engine: EngineSpec, run: int) -> list[str]:
         resources.append(f"--cpus-per-task={engine.cpus}")
     if engine.gpus:
         resources.append(f"--gres=gpu:{engine.gpus}")
-    python = sys.executable
     ids = []
-    if tasks:
-        script = slurm_dir / f"run{run}.sh"
-        script.write_text(_script([python, "-m", "hpc.worker", str(folder), "--run", str(run)]))
-        limit = f"%{engine.workers}" if engine.workers > 0 else ""
-        ids.append(_sbatch([*resources, f"--array=0-{len(tasks) - 1}{limit}",
-                            f"--output={folder}/logs/slurm-run{run}-%A_%a.log", str(script)]))
-    final = slurm_dir / "finalize.sh"
-    final.write_text(_script([python, "-m", "hpc.worker", str(folder), "--finalize"]))
+    if plan.tasks:
+        ids.append(_sbatch([*resources, f"--array={plan.array_range(engine.workers)}",
+                            f"--output={plan.array_output}", str(slurm_dir / f"run{run}.sh")]))
     dependency = [f"--dependency=afterok:{ids[0]}"] if ids else []
-    ids.append(_sbatch([*common, *dependency, f"--output={folder}/logs/slurm-finalize-%j.log",
-                        str(final)]))
-    log.info("job %s run %d: slurm jobs %s (%d tasks)", job.id, run, ids, len(tasks))
+    ids.append(_sbatch([*common, *dependency, f"--output={plan.final_output}",
+                        str(slurm_dir / "finalize.sh")]))
+    log.info("job %s run %d: slurm jobs %s (%d tasks)", job.id, run, ids, len(plan.tasks))
     return ids
 
 

@@ -41,6 +41,9 @@ CANCELLED = "CANCELLED"
 STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 TERMINAL = (DONE, FAILED, CANCELLED)
 FORMATS = ("ome-zarr", "n5", "precomputed", "hdf5", "tiff")
+ENGINE_KINDS = ("local", "dask", "slurm", "slurm-rest")
+#: Engines whose blocks run as Slurm array jobs (state from the cluster, not a thread).
+SLURM_KINDS = ("slurm", "slurm-rest")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class EngineSpec:
     ----------
     kind
         ``"local"`` (a dask cluster on this machine), ``"dask"`` (an existing scheduler
-        at ``address``) or ``"slurm"`` (sbatch array jobs).
+        at ``address``), ``"slurm"`` (sbatch array jobs, from a submit host) or
+        ``"slurm-rest"`` (the same array jobs through ``slurmrestd`` at ``rest_url``, from
+        anywhere that reaches it; see :mod:`hpc.slurm_rest`).
     workers
         Local dask worker processes, or Slurm array tasks running at once (0: no limit).
     threads
@@ -63,6 +68,13 @@ class EngineSpec:
         ``"4G"``); None leaves Slurm's default.
     blocks_per_task
         Blocks each Slurm array task computes.
+    python
+        The Python interpreter on the cluster nodes (default: this process's).
+    rest_url, rest_user, rest_token_file, rest_api
+        ``"slurm-rest"`` only: slurmrestd's base URL, the Slurm user jobs run as, a file
+        holding a JWT for that user (``scontrol token``; read at each call, so it may be
+        rotated; default: the ``SLURM_JWT`` environment variable) and the OpenAPI
+        version. The token itself is never stored with the job.
     """
 
     kind: str = "local"
@@ -76,10 +88,18 @@ class EngineSpec:
     cpus: int | None = None
     gpus: int | None = None
     blocks_per_task: int = 1
+    python: str | None = None
+    rest_url: str | None = None
+    rest_user: str | None = None
+    rest_token_file: str | None = None
+    rest_api: str = "v0.0.38"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("local", "dask", "slurm"):
-            raise InvalidRequestError(f"unknown engine {self.kind!r}; choose local, dask or slurm")
+        if self.kind not in ENGINE_KINDS:
+            raise InvalidRequestError(f"unknown engine {self.kind!r}; choose one of "
+                                      f"{', '.join(ENGINE_KINDS)}")
+        if self.kind == "slurm-rest" and not (self.rest_url and self.rest_user):
+            raise InvalidRequestError("the slurm-rest engine needs rest_url and rest_user")
         if self.kind == "dask" and not self.address:
             raise InvalidRequestError("the dask engine needs a scheduler address")
         if self.workers < 0 or self.threads < 1 or self.blocks_per_task < 1:

@@ -31,6 +31,7 @@ from hpc.job import (
     FAILED,
     PENDING,
     RUNNING,
+    SLURM_KINDS,
     TERMINAL,
     EngineSpec,
     Job,
@@ -47,6 +48,31 @@ from ilastik_web.classify.forest import PixelClassifier
 from ilastik_web.errors import InvalidRequestError
 
 log = logging.getLogger(__name__)
+
+
+def _slurm_submit(job: Job, engine: EngineSpec, run: int) -> list[str]:
+    if engine.kind == "slurm-rest":
+        from hpc.slurm_rest import submit_slurm_rest
+
+        return submit_slurm_rest(job, engine, run)
+    return submit_slurm(job, engine, run)
+
+
+def _slurm_alive(engine: EngineSpec, ids: list[str]) -> bool:
+    if engine.kind == "slurm-rest":
+        from hpc.slurm_rest import slurm_rest_alive
+
+        return slurm_rest_alive(engine, ids)
+    return slurm_alive(ids)
+
+
+def _slurm_cancel(engine: EngineSpec, ids: list[str]) -> None:
+    if engine.kind == "slurm-rest":
+        from hpc.slurm_rest import slurm_rest_cancel
+
+        slurm_rest_cancel(engine, ids)
+    else:
+        slurm_cancel(ids)
 
 
 def plan_job(computer: FeatureComputer, classifier: PixelClassifier, *, export: str,
@@ -183,9 +209,9 @@ class JobService:
                    message="running", handles=handles)
         job.append_log("driver", f"run {run} on {spec.engine.kind}: "
                                  f"{job.blocks_done()} of {record['blocks_total']} blocks done")
-        if spec.engine.kind == "slurm":
+        if spec.engine.kind in SLURM_KINDS:
             try:
-                handles["slurm"] = submit_slurm(job, spec.engine, run)
+                handles["slurm"] = _slurm_submit(job, spec.engine, run)
             except Exception as exc:
                 self._end(job, FAILED, str(exc))
                 raise
@@ -237,15 +263,15 @@ class JobService:
             return job.to_json()
         spec = JobSpec.from_json(record["spec"])
         handles = record.get("handles") or {}
-        if spec.engine.kind == "slurm":
+        if spec.engine.kind in SLURM_KINDS:
             ids = handles.get("slurm", [])
             if job.finished:
                 self._end(job, DONE, "done")
             elif job.failures():
-                slurm_cancel(ids)
+                _slurm_cancel(spec.engine, ids)
                 first = next(iter(job.failures().values()))
                 self._end(job, FAILED, first.splitlines()[0])
-            elif not slurm_alive(ids):
+            elif not _slurm_alive(spec.engine, ids):
                 if job.cancel_requested:
                     self._end(job, CANCELLED, "cancelled")
                 else:
@@ -279,9 +305,9 @@ class JobService:
         job.request_cancel()
         if record["state"] == PENDING:
             self._end(job, CANCELLED, "cancelled before it started")
-        elif JobSpec.from_json(record["spec"]).engine.kind == "slurm":
-            slurm_cancel((record.get("handles") or {}).get("slurm", []))
-            job.append_log("driver", "cancel requested (scancel)")
+        elif (engine := JobSpec.from_json(record["spec"]).engine).kind in SLURM_KINDS:
+            _slurm_cancel(engine, (record.get("handles") or {}).get("slurm", []))
+            job.append_log("driver", f"cancel requested ({engine.kind})")
         else:
             job.append_log("driver", "cancel requested")
         return self.refresh(job)

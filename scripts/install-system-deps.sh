@@ -2,10 +2,14 @@
 # Debian packages the project needs beyond Python: the venv module, headless Chromium for
 # browser tests, vigra (the reference for filter tests and benchmarks, Debian's python3
 # only), nginx (the static-file peer in benchmarks/serve.py) and munge + Slurm (the
-# batch-engine tests start a one-node cluster). Installs only what is
+# batch-engine tests start a one-node cluster), slurmrestd + the JWT plugin (the slurm-rest
+# engine's tests), Swift (object-storage tests start a single-node one) and cloud-init
+# (validates the openstack/ user-data). Installs only what is
 # missing, so a prepared machine needs no network.
 set -euo pipefail
-packages=(python3-venv chromium python3-vigra nginx munge slurmctld slurmd slurm-client)
+packages=(python3-venv chromium python3-vigra nginx munge slurmctld slurmd slurm-client
+          slurmrestd slurm-wlm-jwt-plugin swift swift-proxy swift-object swift-container
+          swift-account cloud-init)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

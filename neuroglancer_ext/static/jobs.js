@@ -70,6 +70,8 @@
       return el("div", { class: "iw-job", "data-job": job.id, "data-state": job.state },
         el("div", { class: "iw-row" },
            el("span", { class: "iw-job-name", title: job.output }, name),
+           el("span", { class: "iw-job-engine", title: "Engine that runs this job" },
+              job.engine),
            el("span", { class: "iw-job-state iw-state-" + job.state.toLowerCase() },
               job.state.toLowerCase())),
         el("div", { class: "iw-progress" + (ACTIVE.includes(job.state) ? " iw-busy" : "") },

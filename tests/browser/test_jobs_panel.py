@@ -64,6 +64,7 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
     page.wait_for_selector(row, timeout=10_000)
     page.wait_for_selector(f'{row}[data-state="DONE"]', timeout=90_000)
     assert page.locator(f"{row} .iw-job-blocks").inner_text().startswith("1/1 blocks")
+    assert page.locator(f"{row} .iw-job-engine").inner_text() == job["engine"] == "local"
     assert page.locator(f"{row} .iw-progress-bar").get_attribute("style") == "width:100%"
     page.screenshot(path=str(artifacts / "jobs-1-done.png"))
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -119,7 +122,9 @@ def slurm_cluster(tmp_path_factory):
     reason = _slurm_available()
     if reason is not None:
         pytest.skip(reason)
-    root = tmp_path_factory.mktemp("slurm")
+    # Not under pytest's private temp dir: slurmrestd drops to an unprivileged user and
+    # must still read slurm.conf.
+    root = Path(tempfile.mkdtemp(prefix="ilastik-web-slurm-"))
     root.chmod(0o755)
     for sub in ("munge", "state", "spool", "log", "run"):
         (root / sub).mkdir()
@@ -128,6 +133,9 @@ def slurm_cluster(tmp_path_factory):
     subprocess.run(["mungekey", "-c", "-k", str(key)], check=True, capture_output=True)
     key.chmod(0o600)
     socket_path = root / "munge" / "munge.socket"
+    jwt_key = root / "state" / "jwt.key"  # slurmctld signs and checks REST tokens with it
+    jwt_key.write_bytes(secrets.token_bytes(32))
+    jwt_key.chmod(0o600)
     node = subprocess.run(["slurmd", "-C"], capture_output=True, text=True, check=True)
     node_line = node.stdout.splitlines()[0]
     fields = dict(item.split("=", 1) for item in node_line.split())
@@ -138,6 +146,8 @@ def slurm_cluster(tmp_path_factory):
         f"SlurmctldHost={fields['NodeName']}",
         "AuthType=auth/munge",
         f"AuthInfo=socket={socket_path}",
+        "AuthAltTypes=auth/jwt",
+        f"AuthAltParameters=jwt_key={jwt_key}",
         "SlurmUser=root",
         "SlurmdUser=root",
         f"SlurmctldPort={_free_port()}",
@@ -201,6 +211,85 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurmrestd(slurm_cluster):
+    """slurmrestd (JWT auth) in front of ``slurm_cluster``, as an unprivileged user.
+
+    Yields ``{"rest_url", "rest_user", "rest_token_file"}``: the EngineSpec fields of the
+    ``slurm-rest`` engine. The token comes from ``scontrol token`` and sits in a 0600 file.
+    """
+    if not shutil.which("slurmrestd"):
+        pytest.skip("slurmrestd is not installed (scripts/install-system-deps.sh)")
+    port = _free_port()
+    env = dict(os.environ, SLURM_JWT="daemon")  # slurmrestd: authenticate clients by JWT
+    process = subprocess.Popen(
+        ["slurmrestd", "-f", os.environ["SLURM_CONF"], "-a", "rest_auth/jwt",
+         "-s", "openapi/v0.0.38", "-u", "nobody", "-g", "nogroup", f"127.0.0.1:{port}"],
+        env=env, stdout=open(slurm_cluster / "log" / "slurmrestd.out", "ab"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        token = subprocess.run(["scontrol", "token", "username=root", "lifespan=86400"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        token_file = slurm_cluster / "state" / "rest.jwt"
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                log = (slurm_cluster / "log" / "slurmrestd.out").read_text()[-2000:]
+                pytest.fail(f"slurmrestd did not start:\n{log}")
+            time.sleep(0.1)
+        yield {"rest_url": f"http://127.0.0.1:{port}", "rest_user": "root",
+               "rest_token_file": str(token_file)}
+    finally:
+        _stop(process)
+
+
+def slurm_engine(kind: str, rest: dict | None, **options):
+    """An EngineSpec of ``kind`` ("slurm" or "slurm-rest", using the slurmrestd fixture)."""
+    from hpc.job import EngineSpec
+
+    extra = rest if kind == "slurm-rest" else {}
+    return EngineSpec(kind=kind, **extra, **options)
+
+
+@contextlib.contextmanager
+def partition_down(name: str = "debug"):
+    """Queue but start nothing while inside (jobs wait with reason PartitionDown)."""
+    _scontrol("update", f"PartitionName={name}", "State=DOWN")
+    try:
+        yield
+    finally:
+        _scontrol("update", f"PartitionName={name}", "State=UP")
+
+
+def _scontrol(*args: str) -> None:
+    result = subprocess.run(["scontrol", *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"scontrol {' '.join(args)}: {result.stderr}"
+
+
+def hold_all_but_first_task(array_id: str) -> None:
+    """Hold every task of the pending array job ``array_id`` except task 0."""
+    _scontrol("hold", array_id)
+    _scontrol("release", f"{array_id}_0")
+
+
+def wait_for(condition, what: str, timeout: float = 600.0, poll_s: float = 0.1):
+    """Poll ``condition()`` until truthy (returned) or fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(poll_s)
 
 
 @pytest.fixture(scope="session")

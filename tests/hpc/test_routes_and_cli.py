@@ -82,6 +82,7 @@ def test_cli_predict_then_jobs_commands(trained_project, tmp_path, capsys):
     assert main(["jobs", "--project", project, "list"]) == 0
     line = [s for s in capsys.readouterr().out.splitlines() if str(output) in s][0]
     job_id = line.split()[0]
+    assert line.split()[1:3] == ["DONE", "local"]  # state, then the engine that ran it
     assert main(["jobs", "--project", project, "status", job_id]) == 0
     assert json.loads(capsys.readouterr().out)["state"] == "DONE"
     assert main(["jobs", "--project", project, "logs", job_id]) == 0
