@@ -15,6 +15,8 @@ $(STAMP): setup.cfg pyproject.toml scripts/install-system-deps.sh
 	# The sam extra pins torchvision, which pins PyPI's default torch build: it runs on the
 	# CPU and uses CUDA when a GPU is present (no CPU-only torchvision exists).
 	$(PY) -m pip install -q -e '.[test,sam]'
+	# micro-sam headless: its metadata drags napari/PyQt6 in; the sam extra lists what it uses.
+	$(PY) -m pip install -q --no-deps 'micro-sam>=1.8.14,<1.9'
 	touch $@
 
 setup: $(STAMP)
