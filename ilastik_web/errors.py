@@ -49,3 +49,12 @@ class UnauthenticatedError(IlastikWebError):
 
 class TooManyRequestsError(IlastikWebError):
     """A bounded queue is full; retry later (maps to 429)."""
+
+
+class ConflictError(IlastikWebError):
+    """The request collides with the current state, e.g. an output another job reserved
+    (maps to 409)."""
+
+
+class StorageError(IlastikWebError):
+    """A write to disk failed (full disk, I/O error); nothing was changed (maps to 507)."""

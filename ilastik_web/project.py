@@ -42,6 +42,8 @@ from ilastik_web.resources import NamespacedCache, Resources
 log = logging.getLogger(__name__)
 
 PROJECT_FILE = "project.json"
+#: Key of a class deletion's edit meta in the label log: the deleted class.
+DELETED_CLASS = "deleted_class"
 FORMAT_VERSION = 1
 # ilastik's default label colours, in order.
 PALETTE = (
@@ -170,6 +172,7 @@ class Project:
         self._listeners: list[Callable[[str, dict], None]] = []
         labels_dir = self.directory / "labels" if self.directory is not None else None
         self.labels = LabelStore(source.base.shape, labels_dir)
+        self._reconcile_deleted_classes()
         if self.directory is not None:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
@@ -291,7 +294,12 @@ class Project:
         if not name:
             raise InvalidRequestError("a class needs a name")
         with self._lock:
-            value = next(v for v in range(1, 256) if v not in self._classes)
+            # A value labels or undo history still refer to would silently join them.
+            taken = set(self._classes) | self.labels.referenced_values()
+            value = next((v for v in range(1, 256) if v not in taken), None)
+            if value is None:
+                raise InvalidRequestError("all 255 class values are in use (by classes, "
+                                          "their labels or the undo history)")
             if color is None:
                 color = PALETTE[(value - 1) % len(PALETTE)]
             cls = LabelClass(value, name, _check_color(color))
@@ -312,14 +320,56 @@ class Project:
         return new
 
     def remove_class(self, value: int) -> None:
-        """Delete a class and erase its labels (undoable through the label store)."""
+        """Delete a class and erase its labels: one logged edit, undone by :meth:`undo`.
+
+        The edit log carries the class, so a crash between the label edit and the
+        metadata write is completed on reopening (see ``_reconcile_deleted_classes``).
+        """
         with self._lock:
-            self._get_class(value)
-            self._classes = {v: c for v, c in self._classes.items() if v != value}
+            cls = self._get_class(value)
+        result = self.labels.relabel(cls.value, 0, meta={DELETED_CLASS: cls.to_json()})
+        with self._lock:
+            self._classes = {v: c for v, c in self._classes.items() if v != cls.value}
         self._save_metadata()
-        result = self.labels.relabel(value, 0)
         self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
         self._labels_changed(result)
+
+    def _reconcile_deleted_classes(self) -> None:
+        """Make the classes agree with the class deletions in effect in the label log."""
+        active, undone = self.labels.history()
+        changed = False
+        for edit in active:
+            deleted = (edit.meta or {}).get(DELETED_CLASS)
+            if deleted is not None and self._classes.pop(int(deleted["value"]), None):
+                changed = True
+        for edit in undone:
+            changed |= self._restore_class((edit.meta or {}).get(DELETED_CLASS))
+        if changed:
+            log.warning("classes: completed a class deletion or its undo interrupted by a "
+                        "crash")
+            self._save_metadata()
+
+    def _restore_class(self, data: dict | None) -> bool:
+        if data is None or int(data["value"]) in self._classes:
+            return False
+        cls = LabelClass(int(data["value"]), str(data["name"]), _check_color(data["color"]))
+        self._classes[cls.value] = cls
+        return True
+
+    def _class_edit_undone(self, result: EditResult, undone: bool) -> None:
+        """After undo (or redo) of a class deletion: restore (or delete) the class."""
+        deleted = ((result.edit.meta or {}) if result.edit else {}).get(DELETED_CLASS)
+        if deleted is None:
+            return
+        with self._lock:
+            if undone:
+                changed = self._restore_class(deleted)
+            else:
+                changed = self._classes.pop(int(deleted["value"]), None) is not None
+            if changed:
+                self._save_metadata()
+        if changed:
+            self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
 
     def _get_class(self, value: int) -> LabelClass:
         try:
@@ -373,13 +423,19 @@ class Project:
         return result
 
     def undo(self) -> EditResult | None:
-        result = self.labels.undo()
+        with self._lock:
+            result = self.labels.undo()
+            if result is not None:
+                self._class_edit_undone(result, undone=True)
         if result is not None:
             self._labels_changed(result)
         return result
 
     def redo(self) -> EditResult | None:
-        result = self.labels.redo()
+        with self._lock:
+            result = self.labels.redo()
+            if result is not None:
+                self._class_edit_undone(result, undone=False)
         if result is not None:
             self._labels_changed(result)
         return result

@@ -6,6 +6,9 @@ gently lit background (class 1), for classification tests.
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -52,3 +55,35 @@ def blobs():
 @pytest.fixture
 def blob_source(blobs):
     return pyramid_of(blobs[0])
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs mounted for this test (needs root; skipped where mounting fails)."""
+    mount = tmp_path / "tmpfs"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def fill_disk(folder) -> list:
+    """Fill the file system of ``folder`` with files; returns them (delete to free space)."""
+    files = []
+    chunk = b"x" * 4096
+    while True:
+        path = os.path.join(folder, f"filler-{len(files)}")
+        files.append(path)
+        try:
+            with open(path, "wb") as f:
+                while True:
+                    f.write(chunk)
+                    f.flush()
+        except OSError:
+            if os.path.getsize(path) == 0:
+                return files

@@ -21,6 +21,12 @@ PLANES: tuple[Plane, ...] = ("xy", "xz", "yz", "3d")
 _NORMAL_AXIS = {"xy": 0, "xz": 1, "yz": 2}
 MAX_POINTS = 10_000
 MAX_RADIUS = 256.0
+#: Coordinates beyond this (in voxels) are refused: no volume is that large, and integer
+#: arithmetic on them would overflow.
+MAX_COORDINATE = float(1 << 31)
+#: The most voxel tests one stroke may cost (the sum over its segments of the voxels in
+#: each segment's bounding box, inside the volume): about a second of rasterising.
+MAX_STROKE_VOXELS = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,17 @@ class Stroke:
             raise InvalidRequestError("a stroke needs at least one point")
         if len(pts) > MAX_POINTS:
             raise InvalidRequestError(f"a stroke has at most {MAX_POINTS} points")
-        if any(len(p) != 3 or not all(np.isfinite(p)) for p in pts):
-            raise InvalidRequestError("stroke points must be finite (z, y, x) triples")
+        if any(len(p) != 3 or not all(abs(c) <= MAX_COORDINATE for c in p) for p in pts):
+            raise InvalidRequestError(
+                f"stroke points must be finite (z, y, x) triples within ±{MAX_COORDINATE:.0f}")
         if not (0 < float(self.radius) <= MAX_RADIUS):
             raise InvalidRequestError(f"brush radius must be in (0, {MAX_RADIUS}]")
-        if not (0 <= int(self.label) <= 255):
-            raise InvalidRequestError("label must be 0 (eraser) or a class value 1..255")
+        label = check_label(self.label)
         if self.plane not in PLANES:
             raise InvalidRequestError(f"plane must be one of {PLANES}, got {self.plane!r}")
         object.__setattr__(self, "points", pts)
         object.__setattr__(self, "radius", float(self.radius))
-        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "label", label)
 
     def to_json(self) -> dict:
         return {
@@ -82,7 +88,9 @@ class Stroke:
                 label=data["label"],
                 plane=data.get("plane", "xy"),
             )
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, InvalidRequestError):
+                raise
             raise InvalidRequestError(f"malformed stroke: {exc}") from None
 
     def bounding_box(self, shape: Sequence[int]) -> Box:
@@ -96,6 +104,35 @@ class Stroke:
             lo[axis] = int(np.floor(pts[0, axis]))
             hi[axis] = lo[axis] + 1
         return Box(tuple(lo), tuple(hi)).clip(shape)
+
+
+def check_label(label) -> int:
+    """``label`` as an int if it is a whole number 0..255, else InvalidRequestError."""
+    if isinstance(label, bool) or not isinstance(label, int | float | np.integer):
+        raise InvalidRequestError("label must be an integer 0..255")
+    if not (0 <= label <= 255) or int(label) != label:
+        raise InvalidRequestError("label must be 0 (eraser) or a class value 1..255")
+    return int(label)
+
+
+def stroke_cost(stroke: Stroke, shape: Sequence[int]) -> int:
+    """Voxels :func:`rasterize` tests for ``stroke`` inside a volume of ``shape``.
+
+    The sum over segments of each segment's bounding box clipped to the volume (and to
+    the stroke's plane for flat strokes): what painting it costs, whatever the point count.
+    """
+    pts = np.asarray(stroke.points, dtype=np.float64)
+    r = stroke.radius
+    a, b = (pts[:-1], pts[1:]) if len(pts) > 1 else (pts, pts)
+    lo = np.floor(np.minimum(a, b) - r)
+    hi = np.ceil(np.maximum(a, b) + r) + 1
+    upper = np.asarray(shape, dtype=np.float64)
+    extent = np.clip(np.minimum(hi, upper) - np.maximum(lo, 0), 0, None)
+    if stroke.plane != "3d":
+        axis = _NORMAL_AXIS[stroke.plane]
+        inside = 0 <= np.floor(pts[0, axis]) < upper[axis]
+        extent[:, axis] = 1.0 if inside else 0.0
+    return int(np.prod(extent, axis=1).sum())
 
 
 def rasterize(stroke: Stroke, box: Box) -> np.ndarray:

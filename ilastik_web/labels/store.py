@@ -1,7 +1,8 @@
 """A sparse, crash-safe label volume with undo.
 
-Labels live in uint8 blocks created on first paint. Every edit is appended to a log and
-fsync'd before the call returns, so an acknowledged edit survives ``kill -9``; reopening
+Labels live in uint8 blocks created on first paint. Every edit is validated and computed,
+then appended to a log and fsync'd before it takes effect and the call returns, so an
+acknowledged edit survives ``kill -9`` and a failed write changes nothing; reopening
 replays the log on top of the last checkpoint. Blocks are copy-on-write, which makes a
 snapshot of one revision (for serving or training) a cheap dictionary copy.
 """
@@ -9,21 +10,27 @@ snapshot of one revision (for serving or training) a cheap dictionary copy.
 from __future__ import annotations
 
 import base64
-import io
+import binascii
 import json
 import logging
 import os
 import threading
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ilastik_web.abc import Box
-from ilastik_web.errors import InvalidRequestError
-from ilastik_web.labels.rasterize import Stroke, rasterize
+from ilastik_web.errors import InvalidRequestError, StorageError
+from ilastik_web.labels.rasterize import (
+    MAX_STROKE_VOXELS,
+    Stroke,
+    check_label,
+    rasterize,
+    stroke_cost,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +41,10 @@ CHECKPOINT_NAME = "checkpoint.npz"
 
 #: Largest mask edit, in voxels of its box.
 MAX_MASK_VOXELS = 1 << 30
+#: Edits kept undoable (older ones become part of the base labels).
+MAX_UNDO = 100
+#: Log records between automatic checkpoints.
+CHECKPOINT_EVERY = 256
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,12 +63,11 @@ class MaskEdit:
         mask = np.asarray(self.mask)
         if mask.shape != self.box.shape:
             raise InvalidRequestError(f"mask shape {mask.shape} differs from its box {self.box}")
-        if not (0 <= int(self.label) <= 255):
-            raise InvalidRequestError("label must be 0 (eraser) or a class value 1..255")
+        label = check_label(self.label)
         mask = np.ascontiguousarray(mask, dtype=bool)
         mask.setflags(write=False)
         object.__setattr__(self, "mask", mask)
-        object.__setattr__(self, "label", int(self.label))
+        object.__setattr__(self, "label", label)
 
     def to_json(self) -> dict:
         bits = zlib.compress(np.packbits(self.mask.ravel()).tobytes(), 6)
@@ -74,29 +84,65 @@ class MaskEdit:
 
 @dataclass(frozen=True)
 class Edit:
-    """One undoable edit: a stroke, a mask, or a relabelling of one class value to another."""
+    """One undoable edit: a stroke, a mask, or a relabelling of one class value to another.
+
+    ``meta`` is carried in the log with the edit and comes back with it (a deleted class's
+    name and colour, so undoing the deletion can restore the class).
+    """
 
     revision: int
     stroke: Stroke | None = None
     relabel: tuple[int, int] | None = None
     mask: MaskEdit | None = None
+    meta: dict | None = None
 
     def to_json(self) -> dict:
+        extra = {"meta": self.meta} if self.meta else {}
         if self.stroke is not None:
-            return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json()}
+            return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json(),
+                    **extra}
         if self.mask is not None:
-            return {"op": "mask", "rev": self.revision, **self.mask.to_json()}
+            return {"op": "mask", "rev": self.revision, **self.mask.to_json(), **extra}
         assert self.relabel is not None
         old, new = self.relabel
-        return {"op": "relabel", "rev": self.revision, "from": old, "to": new}
+        return {"op": "relabel", "rev": self.revision, "from": old, "to": new, **extra}
+
+    @classmethod
+    def from_json(cls, record: dict) -> Edit:
+        """The edit of a log record (op stroke, mask or relabel); InvalidRequestError if bad."""
+        if not isinstance(record, dict):
+            raise InvalidRequestError("an edit record must be an object")
+        rev, op, meta = record.get("rev"), record.get("op"), record.get("meta")
+        if not isinstance(rev, int) or isinstance(rev, bool) or rev < 1:
+            raise InvalidRequestError(f"bad revision {rev!r}")
+        if meta is not None and not isinstance(meta, dict):
+            raise InvalidRequestError("edit meta must be an object")
+        try:
+            if op == "stroke":
+                return cls(rev, stroke=Stroke.from_json(record["stroke"]), meta=meta)
+            if op == "mask":
+                return cls(rev, mask=MaskEdit.from_json(record), meta=meta)
+            if op == "relabel":
+                old, new = _check_relabel(record["from"], record["to"])
+                return cls(rev, relabel=(old, new), meta=meta)
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError, zlib.error,
+                binascii.Error) as exc:
+            if isinstance(exc, InvalidRequestError):
+                raise
+            raise InvalidRequestError(f"malformed {op} record: {exc!r}") from None
+        raise InvalidRequestError(f"unknown edit op {op!r}")
 
 
 @dataclass(frozen=True)
 class EditResult:
-    """What an edit changed: the new revision and the voxel box touched (maybe empty)."""
+    """What an edit changed: the new revision and the voxel box touched (maybe empty).
+
+    ``edit`` is the edit made, undone or redone.
+    """
 
     revision: int
     box: Box
+    edit: Edit | None = None
 
 
 class LabelSnapshot:
@@ -139,6 +185,14 @@ class LabelSnapshot:
 class LabelStore:
     """Sparse uint8 labels for a volume of ``shape`` (z, y, x), persisted in ``directory``.
 
+    An edit is validated and computed first, then its record is appended to the log and
+    fsync'd, and only then does it take effect: a failed write (a full disk) changes
+    nothing, leaves no partial record and burns no revision. Reopening loads the latest
+    checkpoint and replays the log after it; a record that cannot be replayed is reported
+    (:attr:`problems`) and skipped, the rest kept. The log is checkpointed every
+    ``checkpoint_every`` records (keeping the undo history), so reopening costs the same
+    however long the history is.
+
     Parameters
     ----------
     shape
@@ -147,25 +201,38 @@ class LabelStore:
         Where the edit log and checkpoint live; None keeps labels in memory only.
     block_shape
         Storage block shape (z, y, x).
+    max_undo
+        Edits kept undoable; older ones are folded into the base labels.
+    checkpoint_every
+        Log records between automatic checkpoints (None: only on :meth:`checkpoint`).
     """
 
     def __init__(self, shape: Sequence[int], directory: Path | None = None,
-                 block_shape: Sequence[int] = (64, 64, 64)):
+                 block_shape: Sequence[int] = (64, 64, 64), *, max_undo: int = MAX_UNDO,
+                 checkpoint_every: int | None = CHECKPOINT_EVERY):
         self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
         self.block_shape = (int(block_shape[0]), int(block_shape[1]), int(block_shape[2]))
         self.directory = Path(directory) if directory is not None else None
+        self.max_undo = max(1, int(max_undo))
+        self.checkpoint_every = checkpoint_every
+        #: One line per log record that could not be replayed on opening (it was skipped).
+        self.problems: list[str] = []
         self._lock = threading.RLock()
+        self._checkpoint_lock = threading.Lock()
         self._base: dict[BlockIndex, np.ndarray] = {}
         self._blocks: dict[BlockIndex, np.ndarray] = {}
-        self._base_revision = 0
         self._revision = 0
         self._active: list[Edit] = []
         self._undone: list[Edit] = []
-        self._log_file: io.BufferedWriter | None = None
+        self._fd: int | None = None
+        self._log_size = 0
+        self._records_since_checkpoint = 0
+        # Records appended while a checkpoint is being written (None: none in progress).
+        self._pending: list[bytes] | None = None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._load()
-            self._log_file = open(self.directory / LOG_NAME, "ab")  # noqa: SIM115
+            self._open_log()
         # Readers (the event loop, trainings) take this published snapshot without the
         # lock: writers hold the lock across the log's fsync, readers never wait on it.
         self._published = self._make_snapshot()
@@ -178,16 +245,21 @@ class LabelStore:
         return self._published.revision
 
     def paint(self, stroke: Stroke) -> EditResult:
-        """Apply a stroke (label 0 erases); durable once this returns."""
-        with self._lock:
-            edit = Edit(self._revision + 1, stroke=stroke)
-            self._append(edit.to_json())
-            box = self._apply_stroke(stroke)
-            self._active.append(edit)
-            self._undone.clear()
-            self._revision = edit.revision
-            self._publish()
-            return EditResult(self._revision, box)
+        """Apply a stroke (label 0 erases); durable once this returns.
+
+        Raises
+        ------
+        InvalidRequestError
+            The stroke would test more than :data:`MAX_STROKE_VOXELS` voxels.
+        StorageError
+            Its record could not be written; nothing changed.
+        """
+        cost = stroke_cost(stroke, self.shape)
+        if cost > MAX_STROKE_VOXELS:
+            raise InvalidRequestError(
+                f"stroke too costly: it would test {cost} voxels, at most "
+                f"{MAX_STROKE_VOXELS} (use fewer points, a smaller radius or a flat plane)")
+        return self._commit(lambda rev: Edit(rev, stroke=stroke))
 
     def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
         """Set the voxels where ``mask`` (shaped like ``box``) is True to ``label`` (0 erases).
@@ -198,55 +270,52 @@ class LabelStore:
         edit_mask = MaskEdit(box, mask, label)
         if not Box.from_shape(self.shape).contains(box):
             raise InvalidRequestError(f"mask box {box} is outside the labels of shape {self.shape}")
-        with self._lock:
-            edit = Edit(self._revision + 1, mask=edit_mask)
-            self._append(edit.to_json())
-            touched = self._apply_mask(edit_mask)
-            self._active.append(edit)
-            self._undone.clear()
-            self._revision = edit.revision
-            self._publish()
-            return EditResult(self._revision, touched)
+        return self._commit(lambda rev: Edit(rev, mask=edit_mask))
 
-    def relabel(self, old: int, new: int) -> EditResult:
-        """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels)."""
-        if not (1 <= old <= 255 and 0 <= new <= 255):
-            raise InvalidRequestError("relabel needs old in 1..255 and new in 0..255")
-        with self._lock:
-            edit = Edit(self._revision + 1, relabel=(old, new))
-            self._append(edit.to_json())
-            box = self._apply_relabel(old, new)
-            self._active.append(edit)
-            self._undone.clear()
-            self._revision = edit.revision
-            self._publish()
-            return EditResult(self._revision, box)
+    def relabel(self, old: int, new: int, *, meta: dict | None = None) -> EditResult:
+        """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels).
+
+        ``meta`` is logged with the edit and returned with it by undo and redo.
+        """
+        old, new = _check_relabel(old, new)
+        return self._commit(lambda rev: Edit(rev, relabel=(old, new), meta=meta))
 
     def undo(self) -> EditResult | None:
         """Take back the latest edit still in effect; None when there is none."""
         with self._lock:
             if not self._active:
                 return None
-            self._revision += 1
-            self._append({"op": "undo", "rev": self._revision})
-            edit = self._active.pop()
-            self._undone.append(edit)
-            result = EditResult(self._revision, self._replay_region(edit))
+            edit = self._active[-1]
+            blocks = dict(self._blocks)
+            box = self._replay_region(edit, blocks, self._active[:-1])
+            revision = self._revision + 1
+            self._append({"op": "undo", "rev": revision})
+            self._blocks = blocks
+            self._undone.append(self._active.pop())
+            self._revision = revision
+            result = EditResult(revision, box, edit)
             self._publish()
-            return result
+        self._maybe_checkpoint()
+        return result
 
     def redo(self) -> EditResult | None:
         """Re-apply the latest undone edit; None when there is none."""
         with self._lock:
             if not self._undone:
                 return None
-            self._revision += 1
-            self._append({"op": "redo", "rev": self._revision})
-            edit = self._undone.pop()
-            self._active.append(edit)
-            result = EditResult(self._revision, self._reapply(edit))
+            edit = self._undone[-1]
+            blocks = dict(self._blocks)
+            box = _apply(edit, blocks, self.shape, self.block_shape)
+            revision = self._revision + 1
+            self._append({"op": "redo", "rev": revision})
+            self._blocks = blocks
+            self._active.append(self._undone.pop())
+            self._revision = revision
+            self._fold_history()
+            result = EditResult(revision, box, edit)
             self._publish()
-            return result
+        self._maybe_checkpoint()
+        return result
 
     def snapshot(self) -> LabelSnapshot:
         """The labels at the latest acknowledged revision (never waits on a writer)."""
@@ -269,178 +338,115 @@ class LabelStore:
     def can_redo(self) -> bool:
         return bool(self._undone)
 
+    def history(self) -> tuple[tuple[Edit, ...], tuple[Edit, ...]]:
+        """(edits in effect that can be undone, oldest first; undone edits, oldest last)."""
+        with self._lock:
+            return tuple(self._active), tuple(self._undone)
+
+    def referenced_values(self) -> set[int]:
+        """Class values painted anywhere, or that an undo or redo could bring back."""
+        with self._lock:
+            blocks = {id(b): b for b in (*self._blocks.values(), *self._base.values())}
+            edits = [*self._active, *self._undone]
+        total = np.zeros(256, dtype=np.int64)
+        for block in blocks.values():
+            total += np.bincount(block.ravel(), minlength=256)
+        values = {int(v) for v in np.flatnonzero(total)}
+        for edit in edits:
+            if edit.stroke is not None:
+                values.add(edit.stroke.label)
+            elif edit.mask is not None:
+                values.add(edit.mask.label)
+            elif edit.relabel is not None:
+                values.update(edit.relabel)
+        values.discard(0)
+        return values
+
     def checkpoint(self) -> None:
-        """Write all blocks atomically and start an empty log (undo history ends here)."""
+        """Write the labels and the undo history atomically and start an empty log.
+
+        The file is written outside the edit lock: edits made meanwhile go to the log and
+        are carried over into the new one.
+        """
         if self.directory is None:
             return
-        with self._lock:
-            arrays = {"__revision__": np.array([self._revision], dtype=np.int64)}
-            for (z, y, x), block in self._blocks.items():
-                if block.any():
-                    arrays[f"{z}_{y}_{x}"] = block
-            tmp = self.directory / (CHECKPOINT_NAME + ".tmp")
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.directory / CHECKPOINT_NAME)
-            # The log's entries are all in the checkpoint now; a crash before the log is
-            # replaced is harmless because replay skips revisions the checkpoint holds.
-            assert self._log_file is not None
-            self._log_file.close()
-            empty = self.directory / (LOG_NAME + ".tmp")
-            with open(empty, "wb") as f:
-                os.fsync(f.fileno())
-            os.replace(empty, self.directory / LOG_NAME)
-            _fsync_dir(self.directory)
-            self._log_file = open(self.directory / LOG_NAME, "ab")  # noqa: SIM115
-            self._base = dict(self._blocks)
-            self._base_revision = self._revision
-            self._active.clear()
-            self._undone.clear()
+        with self._checkpoint_lock:
+            with self._lock:
+                revision = self._revision
+                blocks, base = dict(self._blocks), dict(self._base)
+                active, undone = list(self._active), list(self._undone)
+                self._pending = []
+            try:
+                self._write_checkpoint(revision, blocks, base, active, undone)
+            except OSError as exc:
+                with self._lock:
+                    self._pending = None
+                raise StorageError(f"labels checkpoint not written: {exc.strerror}") from None
+            with self._lock:
+                pending, self._pending = self._pending or [], None
+                # A crash before the log is replaced is harmless: replay skips the
+                # revisions the checkpoint holds.
+                data = b"".join(pending)
+                tmp = self.directory / (LOG_NAME + ".tmp")
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, self.directory / LOG_NAME)
+                    _fsync_dir(self.directory)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    raise StorageError(f"labels log not compacted: {exc.strerror}") from None
+                self.close()
+                self._open_log()
+                self._records_since_checkpoint = len(pending)
 
     def close(self) -> None:
         with self._lock:
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
-    # -- persistence ------------------------------------------------------------------
+    # -- edits ------------------------------------------------------------------------
 
-    def _append(self, record: dict) -> None:
-        if self._log_file is None:
-            return
-        self._log_file.write(json.dumps(record, separators=(",", ":")).encode() + b"\n")
-        self._log_file.flush()
-        os.fsync(self._log_file.fileno())
-
-    def _load(self) -> None:
-        assert self.directory is not None
-        checkpoint = self.directory / CHECKPOINT_NAME
-        if checkpoint.exists():
-            with np.load(checkpoint) as data:
-                self._base_revision = int(data["__revision__"][0])
-                for name in data.files:
-                    if name != "__revision__":
-                        z, y, x = (int(v) for v in name.split("_"))
-                        self._base[(z, y, x)] = data[name]
-            self._blocks = dict(self._base)
-        self._revision = self._base_revision
-        log_path = self.directory / LOG_NAME
-        if not log_path.exists():
-            return
-        replayed = 0
-        with open(log_path, "rb") as f:
-            lines = f.read().split(b"\n")
-        for number, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                # Only the last line can be torn (a crash mid-write, never acknowledged).
-                if any(rest.strip() for rest in lines[number + 1 :]):
-                    raise
-                log.warning("ignoring a torn last line in %s", log_path)
-                break
-            if record["rev"] <= self._revision:
-                continue
-            self._replay_record(record)
-            replayed += 1
-        log.info("labels: replayed %d edits, revision %d", replayed, self._revision)
-
-    def _replay_record(self, record: dict) -> None:
-        op = record["op"]
-        if op == "stroke":
-            edit = Edit(record["rev"], stroke=Stroke.from_json(record["stroke"]))
-            self._apply_stroke(edit.stroke)  # type: ignore[arg-type]
+    def _commit(self, make: Callable[[int], Edit]) -> EditResult:
+        with self._lock:
+            edit = make(self._revision + 1)
+            blocks = dict(self._blocks)
+            box = _apply(edit, blocks, self.shape, self.block_shape)
+            self._append(edit.to_json())
+            self._blocks = blocks
             self._active.append(edit)
             self._undone.clear()
-        elif op == "mask":
-            edit = Edit(record["rev"], mask=MaskEdit.from_json(record))
-            self._apply_mask(edit.mask)  # type: ignore[arg-type]
-            self._active.append(edit)
-            self._undone.clear()
-        elif op == "relabel":
-            edit = Edit(record["rev"], relabel=(record["from"], record["to"]))
-            self._apply_relabel(record["from"], record["to"])
-            self._active.append(edit)
-            self._undone.clear()
-        elif op == "undo":
-            edit = self._active.pop()
-            self._undone.append(edit)
-            self._replay_region(edit)
-        elif op == "redo":
-            edit = self._undone.pop()
-            self._active.append(edit)
-            self._reapply(edit)
-        else:
-            raise ValueError(f"unknown label log op {op!r}")
-        self._revision = record["rev"]
+            self._revision = edit.revision
+            self._fold_history()
+            result = EditResult(edit.revision, box, edit)
+            self._publish()
+        self._maybe_checkpoint()
+        return result
 
-    # -- block edits --------------------------------------------------------------------
+    def _fold_history(self) -> None:
+        """Make the oldest edits beyond :attr:`max_undo` part of the base labels."""
+        while len(self._active) > self.max_undo:
+            edit = self._active.pop(0)
+            base = dict(self._base)
+            _apply(edit, base, self.shape, self.block_shape)
+            self._base = base
 
-    def _apply_stroke(self, stroke: Stroke, only: set[BlockIndex] | None = None) -> Box:
-        box = stroke.bounding_box(self.shape)
-        if box.is_empty:
-            return box
-        for index in _block_indices(box, self.block_shape):
-            if only is not None and index not in only:
-                continue
-            block_box = _block_box(index, self.block_shape, self.shape)
-            part = block_box.intersect(box)
-            mask = rasterize(stroke, part)
-            if not mask.any():
-                continue
-            block = self._blocks.get(index)
-            if block is None:
-                if stroke.label == 0:
-                    continue
-                block = np.zeros(block_box.shape, dtype=np.uint8)
+    def _replay_region(self, removed: Edit, blocks: dict[BlockIndex, np.ndarray],
+                       active: Sequence[Edit]) -> Box:
+        """Recompute in ``blocks`` the blocks ``removed`` touched, from the base and
+        the edits ``active``."""
+        indices = self._edit_blocks(removed)
+        for index in indices:
+            if index in self._base:
+                blocks[index] = self._base[index]
             else:
-                block = block.copy()
-            block[part.relative_to(block_box)][mask] = stroke.label
-            block.setflags(write=False)
-            self._blocks[index] = block
-        return box
-
-    def _apply_mask(self, edit: MaskEdit, only: set[BlockIndex] | None = None) -> Box:
-        hit_box = Box.of_mask(edit.mask).translate(edit.box.start)
-        if hit_box.is_empty:
-            return hit_box
-        for index in _block_indices(hit_box, self.block_shape):
-            if only is not None and index not in only:
-                continue
-            block_box = _block_box(index, self.block_shape, self.shape)
-            part = block_box.intersect(hit_box)
-            mask = edit.mask[part.relative_to(edit.box)]
-            if not mask.any():
-                continue
-            block = self._blocks.get(index)
-            if block is None:
-                if edit.label == 0:
-                    continue
-                block = np.zeros(block_box.shape, dtype=np.uint8)
-            else:
-                block = block.copy()
-            block[part.relative_to(block_box)][mask] = edit.label
-            block.setflags(write=False)
-            self._blocks[index] = block
-        return hit_box
-
-    def _apply_relabel(self, old: int, new: int, only: set[BlockIndex] | None = None) -> Box:
-        touched: list[Box] = []
-        for index, block in list(self._blocks.items()):
-            if only is not None and index not in only:
-                continue
-            hit = block == old
-            if hit.any():
-                block = block.copy()
-                block[hit] = new
-                block.setflags(write=False)
-                self._blocks[index] = block
-                touched.append(_block_box(index, self.block_shape, self.shape))
-        return _union(touched)
+                blocks.pop(index, None)
+        for edit in active:
+            _apply(edit, blocks, self.shape, self.block_shape, only=indices)
+        return _union([_block_box(i, self.block_shape, self.shape) for i in indices])
 
     def _edit_blocks(self, edit: Edit) -> set[BlockIndex]:
         if edit.stroke is not None:
@@ -449,25 +455,264 @@ class LabelStore:
             return set(_block_indices(edit.mask.box, self.block_shape))
         return set(self._blocks) | set(self._base)
 
-    def _replay_region(self, removed: Edit) -> Box:
-        """Recompute the blocks ``removed`` touched from the base and the edits in effect."""
-        indices = self._edit_blocks(removed)
-        for index in indices:
-            if index in self._base:
-                self._blocks[index] = self._base[index]
-            else:
-                self._blocks.pop(index, None)
-        for edit in self._active:
-            self._reapply(edit, only=indices)
-        return _union([_block_box(i, self.block_shape, self.shape) for i in indices])
+    def _maybe_checkpoint(self) -> None:
+        every = self.checkpoint_every
+        if self.directory is None or not every or self._records_since_checkpoint < every:
+            return
+        if not self._checkpoint_lock.acquire(blocking=False):
+            return  # another thread is checkpointing
+        self._checkpoint_lock.release()
+        try:
+            self.checkpoint()
+        except StorageError as exc:
+            log.warning("labels: %s (the log keeps every edit)", exc)
 
-    def _reapply(self, edit: Edit, only: set[BlockIndex] | None = None) -> Box:
-        if edit.stroke is not None:
-            return self._apply_stroke(edit.stroke, only=only)
-        if edit.mask is not None:
-            return self._apply_mask(edit.mask, only=only)
-        assert edit.relabel is not None
-        return self._apply_relabel(*edit.relabel, only=only)
+    # -- persistence ------------------------------------------------------------------
+
+    def _open_log(self) -> None:
+        assert self.directory is not None
+        self._fd = os.open(self.directory / LOG_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                           0o644)
+        self._log_size = os.fstat(self._fd).st_size
+
+    def _append(self, record: dict) -> None:
+        """Append and fsync one record, or raise StorageError with the log as it was."""
+        if self.directory is None:
+            return
+        if self._fd is None:
+            raise StorageError("the label store is closed")
+        data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        fd, start = self._fd, self._log_size
+        try:
+            if os.fstat(fd).st_size != start:  # an earlier failed write left bytes behind
+                os.ftruncate(fd, start)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)
+                os.fsync(fd)
+            except OSError:
+                log.exception("labels: cannot truncate %s back after a failed write",
+                              self.directory / LOG_NAME)
+            raise StorageError(f"label edit not saved: {exc.strerror or exc}") from None
+        self._log_size = start + len(data)
+        self._records_since_checkpoint += 1
+        if self._pending is not None:
+            self._pending.append(data)
+
+    def _write_checkpoint(self, revision: int, blocks: dict[BlockIndex, np.ndarray],
+                          base: dict[BlockIndex, np.ndarray], active: list[Edit],
+                          undone: list[Edit]) -> None:
+        assert self.directory is not None
+        arrays = {"__revision__": np.array([revision], dtype=np.int64)}
+        for (z, y, x), block in blocks.items():
+            if block.any():
+                arrays[f"{z}_{y}_{x}"] = block
+        differs = []
+        for index in set(blocks) | set(base):
+            if blocks.get(index) is not base.get(index):
+                has_base = index in base
+                differs.append([*index, int(has_base)])
+                if has_base:
+                    arrays["base_{}_{}_{}".format(*index)] = base[index]
+        history = {"active": [e.to_json() for e in active],
+                   "undone": [e.to_json() for e in undone], "base_differs": differs}
+        arrays["__history__"] = np.frombuffer(json.dumps(history).encode(), dtype=np.uint8)
+        tmp = self.directory / (CHECKPOINT_NAME + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / CHECKPOINT_NAME)
+            _fsync_dir(self.directory)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _load(self) -> None:
+        assert self.directory is not None
+        checkpoint = self.directory / CHECKPOINT_NAME
+        if checkpoint.exists():
+            self._load_checkpoint(checkpoint)
+        log_path = self.directory / LOG_NAME
+        if not log_path.exists():
+            return
+        data = log_path.read_bytes()
+        complete = data.rfind(b"\n") + 1
+        if complete < len(data):
+            # A crash mid-write (never acknowledged): drop the torn tail, so the next
+            # record starts on a line of its own.
+            log.warning("labels: dropping a torn last record of %d bytes in %s",
+                        len(data) - complete, log_path)
+            with open(log_path, "r+b") as f:
+                f.truncate(complete)
+                f.flush()
+                os.fsync(f.fileno())
+        replayed = 0
+        for number, line in enumerate(data[:complete].split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line, parse_constant=_refuse_constant)
+                if not isinstance(record, dict) or not isinstance(record.get("rev"), int):
+                    raise InvalidRequestError("not an edit record")
+                if record["rev"] <= self._revision:
+                    continue
+                self._replay_record(record)
+            except (InvalidRequestError, ValueError, RecursionError) as exc:
+                problem = f"{log_path}:{number}: skipped a bad record: {exc}"
+                log.warning("labels: %s", problem)
+                self.problems.append(problem)
+                continue
+            replayed += 1
+        self._records_since_checkpoint = replayed
+        log.info("labels: replayed %d edits, revision %d", replayed, self._revision)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        with np.load(path) as data:
+            revision = int(data["__revision__"][0])
+            history = (json.loads(bytes(data["__history__"]))
+                       if "__history__" in data.files else None)
+            blocks: dict[BlockIndex, np.ndarray] = {}
+            stored_base: dict[BlockIndex, np.ndarray] = {}
+            for name in data.files:
+                if name.startswith("__"):
+                    continue
+                block = data[name]
+                block.setflags(write=False)
+                if name.startswith("base_"):
+                    z, y, x = (int(v) for v in name[5:].split("_"))
+                    stored_base[(z, y, x)] = block
+                else:
+                    z, y, x = (int(v) for v in name.split("_"))
+                    blocks[(z, y, x)] = block
+        base = dict(blocks)
+        if history is not None:
+            for z, y, x, has_base in history["base_differs"]:
+                if has_base:
+                    base[(z, y, x)] = stored_base[(z, y, x)]
+                else:
+                    base.pop((z, y, x), None)
+            self._active = [Edit.from_json(e) for e in history["active"]]
+            self._undone = [Edit.from_json(e) for e in history["undone"]]
+        self._blocks, self._base, self._revision = blocks, base, revision
+
+    def _replay_record(self, record: dict) -> None:
+        op, revision = record.get("op"), record["rev"]
+        blocks = dict(self._blocks)
+        if op == "undo":
+            if not self._active:
+                raise InvalidRequestError("undo with nothing to undo")
+            self._replay_region(self._active[-1], blocks, self._active[:-1])
+            self._undone.append(self._active.pop())
+        elif op == "redo":
+            if not self._undone:
+                raise InvalidRequestError("redo with nothing to redo")
+            _apply(self._undone[-1], blocks, self.shape, self.block_shape)
+            self._active.append(self._undone.pop())
+        else:
+            edit = Edit.from_json(record)
+            _apply(edit, blocks, self.shape, self.block_shape)
+            self._active.append(edit)
+            self._undone.clear()
+        self._blocks = blocks
+        self._revision = revision
+        self._fold_history()
+
+
+# -- block edits (on a dictionary of copy-on-write blocks) ----------------------------------
+
+
+def _apply(edit: Edit, blocks: dict[BlockIndex, np.ndarray], shape: tuple[int, int, int],
+           block_shape: tuple[int, int, int], only: set[BlockIndex] | None = None) -> Box:
+    if edit.stroke is not None:
+        return _apply_stroke(edit.stroke, blocks, shape, block_shape, only)
+    if edit.mask is not None:
+        return _apply_mask(edit.mask, blocks, shape, block_shape, only)
+    assert edit.relabel is not None
+    return _apply_relabel(*edit.relabel, blocks, shape, block_shape, only)
+
+
+def _set_voxels(blocks: dict[BlockIndex, np.ndarray], index: BlockIndex, block_box: Box,
+                part: Box, mask: np.ndarray, label: int) -> None:
+    block = blocks.get(index)
+    if block is None:
+        if label == 0:
+            return
+        block = np.zeros(block_box.shape, dtype=np.uint8)
+    else:
+        block = block.copy()
+    block[part.relative_to(block_box)][mask] = label
+    block.setflags(write=False)
+    blocks[index] = block
+
+
+def _apply_stroke(stroke: Stroke, blocks: dict[BlockIndex, np.ndarray],
+                  shape: tuple[int, int, int], block_shape: tuple[int, int, int],
+                  only: set[BlockIndex] | None = None) -> Box:
+    box = stroke.bounding_box(shape)
+    if box.is_empty:
+        return box
+    for index in _block_indices(box, block_shape):
+        if only is not None and index not in only:
+            continue
+        block_box = _block_box(index, block_shape, shape)
+        part = block_box.intersect(box)
+        mask = rasterize(stroke, part)
+        if mask.any():
+            _set_voxels(blocks, index, block_box, part, mask, stroke.label)
+    return box
+
+
+def _apply_mask(edit: MaskEdit, blocks: dict[BlockIndex, np.ndarray],
+                shape: tuple[int, int, int], block_shape: tuple[int, int, int],
+                only: set[BlockIndex] | None = None) -> Box:
+    if not Box.from_shape(shape).contains(edit.box):
+        raise InvalidRequestError(f"mask box {edit.box} is outside the labels of shape {shape}")
+    hit_box = Box.of_mask(edit.mask).translate(edit.box.start)
+    if hit_box.is_empty:
+        return hit_box
+    for index in _block_indices(hit_box, block_shape):
+        if only is not None and index not in only:
+            continue
+        block_box = _block_box(index, block_shape, shape)
+        part = block_box.intersect(hit_box)
+        mask = edit.mask[part.relative_to(edit.box)]
+        if mask.any():
+            _set_voxels(blocks, index, block_box, part, mask, edit.label)
+    return hit_box
+
+
+def _apply_relabel(old: int, new: int, blocks: dict[BlockIndex, np.ndarray],
+                   shape: tuple[int, int, int], block_shape: tuple[int, int, int],
+                   only: set[BlockIndex] | None = None) -> Box:
+    touched: list[Box] = []
+    for index, block in list(blocks.items()):
+        if only is not None and index not in only:
+            continue
+        hit = block == old
+        if hit.any():
+            block = block.copy()
+            block[hit] = new
+            block.setflags(write=False)
+            blocks[index] = block
+            touched.append(_block_box(index, block_shape, shape))
+    return _union(touched)
+
+
+def _check_relabel(old, new) -> tuple[int, int]:
+    old, new = check_label(old), check_label(new)
+    if old == 0:
+        raise InvalidRequestError("relabel needs old in 1..255 and new in 0..255")
+    return old, new
+
+
+def _refuse_constant(name: str):
+    raise InvalidRequestError(f"{name} is not a valid number")
 
 
 def _block_indices(box: Box, block_shape: tuple[int, int, int]) -> Iterator[BlockIndex]:

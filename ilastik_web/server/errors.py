@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 
 from ilastik_web.errors import (
+    ConflictError,
     ForbiddenError,
     GoneError,
     IlastikWebError,
@@ -21,6 +22,7 @@ from ilastik_web.errors import (
     NotReadyError,
     OutOfBoundsError,
     SourceError,
+    StorageError,
     TooManyRequestsError,
     UnauthenticatedError,
 )
@@ -33,6 +35,8 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (ForbiddenError, 403),
     (NotFoundError, 404),
     (GoneError, 410),
+    (ConflictError, 409),
+    (StorageError, 507),
     (NotReadyError, 503),
     (TooManyRequestsError, 429),
     (OutOfBoundsError, 400),
@@ -66,7 +70,7 @@ def response_for(error: BaseException) -> web.Response:
     """The response for an exception a handler raised."""
     status = status_for(error)
     headers: dict[str, str] = {}
-    if status in (429, 503):
+    if status in (429, 503, 507):
         headers["Retry-After"] = str(RETRY_AFTER_S)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ilastik-web"'
