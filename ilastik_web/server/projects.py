@@ -74,6 +74,17 @@ class ProjectHub:
         with self._lock:
             return list(self._projects.values())
 
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._projects)
+
+    def projects_of_layer(self, layer_id: str) -> list[str]:
+        """Ids of the projects that show ``layer_id`` (their source, labels, predictions
+        or job outputs); empty for a layer of no project."""
+        return [s.project_id for s in self.list()
+                if layer_id in s.layer_ids().values()
+                or layer_id.startswith(f"{s.project_id}-job-")]
+
     def close(self) -> None:
         for served in self.list():
             served.project.close()

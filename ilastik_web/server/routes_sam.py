@@ -295,7 +295,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         Route("GET", "/api/sam/status", status, name="sam_status", tags=tags,
               summary="Prompt and task queue use, embedding cache figures"),
         Route("POST", "/api/sam/prompt", prompt, name="sam_prompt", tags=tags,
-              permission="write",
+              role="annotator",
               summary="Segment from a click: points (1 positive, 0 negative), a box and/or "
                       "the previous mask on one slice -> a preview mask_id, score, and per "
                       "slice box_xyz, run lengths (over the box, C order of the slice image "
@@ -314,10 +314,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                                          "result), per slice",
               responses={200: "The mask", 404: "Unknown, accepted, rejected or expired"}),
         Route("DELETE", "/api/sam/masks/{mask_id}", reject, name="sam_reject", tags=tags,
-              parameters=mask_p, permission="write", summary="Reject (forget) a preview mask",
+              parameters=mask_p, role="annotator", summary="Reject (forget) a preview mask",
               responses={200: "Rejected", 404: "Unknown mask"}),
         Route("POST", "/api/sam/masks/{mask_id}/accept", accept, name="sam_accept", tags=tags,
-              parameters=mask_p, permission="write",
+              parameters=mask_p, role="annotator",
               summary="Accept a preview: paint it into a project's labels as a class "
                       "(undoable, trains the classifier) or add it as a new object of the "
                       "source's instance layer (<source>-sam-objects, a segmentation layer)",
@@ -326,7 +326,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               responses={200: "The label revision, or the object id and layer URL",
                          400: "Bad target or class", 404: "Unknown mask or project"}),
         Route("POST", "/api/sam/masks/{mask_id}/propagate", propagate, name="sam_propagate",
-              tags=tags, parameters=mask_p, permission="write",
+              tags=tags, parameters=mask_p, role="annotator",
               summary="Propagate a one-slice mask through neighbouring slices (a task); the "
                       "task's result.mask_id is the 3D preview",
               request_body='{"lower"?: slice, "upper"?: slice (default +-10), '
@@ -335,7 +335,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               responses={202: "The queued task", 400: "Bad range", 404: "Unknown mask",
                          **busy}),
         Route("POST", "/api/sam/embeddings", precompute, name="sam_precompute", tags=tags,
-              permission="write",
+              role="annotator",
               summary="Precompute the embeddings of slices start..stop-1 (a task)",
               request_body='{"layer_id" | "project_id", "plane", "start", "stop"?, "model"?}',
               responses={202: "The queued task", 400: "Bad range", **busy}),
@@ -345,10 +345,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                       "0..1, message, result",
               responses={200: "The task", 404: "Unknown task"}),
         Route("DELETE", "/api/sam/tasks/{task_id}", cancel_task, name="sam_cancel_task",
-              tags=tags, parameters=task_p, permission="write", summary="Cancel a task",
+              tags=tags, parameters=task_p, role="annotator", summary="Cancel a task",
               responses={200: "The task", 404: "Unknown task"}),
         Route("DELETE", "/api/sam/objects/{layer_id}/{object_id}", delete_object,
-              name="sam_delete_object", tags=tags, permission="write",
+              name="sam_delete_object", tags=tags, role="annotator",
               parameters=(Param("layer_id", description="An instance layer id"),
                           Param("object_id", description="Object id",
                                 schema={"type": "integer"})),
