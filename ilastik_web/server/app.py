@@ -114,7 +114,7 @@ def create_app(
         embedding_dir=config.sam_cache_dir,
     ))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
-                            instances_dir=config.sam_cache_dir))
+                            instances_dir=config.sam_cache_dir, access=ctx.access))
 
     app = web.Application(
         middlewares=[cors_middleware(table), error_middleware,

@@ -32,6 +32,7 @@ from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.geometry import check_plane, slice_index_of
 from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
+from ilastik_web.server.auth import Access, principal_of
 from ilastik_web.server.instance_layer import InstanceLayer
 from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
@@ -103,7 +104,8 @@ class _Instances:
 
 def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | None = None,
                *, cache: ArrayCache | None = None,
-               instances_dir: Path | None = None) -> list[Route]:
+               instances_dir: Path | None = None,
+               access: Access | None = None) -> list[Route]:
     """Routes of the SAM prompt service.
 
     Parameters
@@ -119,6 +121,9 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         For the instance layers' coarser levels.
     instances_dir
         Where instance objects persist (a folder per source); None: in memory.
+    access
+        The access rules: a ``project_id`` named in a body needs the annotator role on
+        that project (the route's own role is checked by the access middleware).
     """
     instances = _Instances(registry, cache or ArrayCache(64 << 20), instances_dir)
 
@@ -154,6 +159,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         body = await read_json(request, max_bytes=1 << 20)
         if not isinstance(body, dict):
             raise InvalidRequestError("expected a JSON object")
+        if access is not None and isinstance(body.get("project_id"), str):
+            access.require(principal_of(request), "annotator", body["project_id"])
         return body
 
     def model_of(body: dict) -> str | None:
@@ -222,6 +229,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                 project_id = mask.source.partition(":")[2]
             if hub is None or not isinstance(project_id, str):
                 raise InvalidRequestError("accepting into labels needs a project_id")
+            if access is not None:
+                access.require(principal_of(request), "annotator", project_id)
             project = hub.get(project_id).project
             label = _integer(body.get("label"), "label")
             result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 import pytest_asyncio
 
 from ilastik_web.accounts import Accounts, role_rank
