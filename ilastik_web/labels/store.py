@@ -80,15 +80,18 @@ class Edit:
     stroke: Stroke | None = None
     relabel: tuple[int, int] | None = None
     mask: MaskEdit | None = None
+    #: Who made it (undo and redo by an author act on that author's edits only).
+    author: str | None = None
 
     def to_json(self) -> dict:
+        by = {} if self.author is None else {"author": self.author}
         if self.stroke is not None:
-            return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json()}
+            return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json(), **by}
         if self.mask is not None:
-            return {"op": "mask", "rev": self.revision, **self.mask.to_json()}
+            return {"op": "mask", "rev": self.revision, **self.mask.to_json(), **by}
         assert self.relabel is not None
         old, new = self.relabel
-        return {"op": "relabel", "rev": self.revision, "from": old, "to": new}
+        return {"op": "relabel", "rev": self.revision, "from": old, "to": new, **by}
 
 
 @dataclass(frozen=True)
@@ -173,18 +176,23 @@ class LabelStore:
     def revision(self) -> int:
         return self._revision
 
-    def paint(self, stroke: Stroke) -> EditResult:
-        """Apply a stroke (label 0 erases); durable once this returns."""
+    def paint(self, stroke: Stroke, author: str | None = None) -> EditResult:
+        """Apply a stroke (label 0 erases) by ``author``; durable once this returns.
+
+        Strokes are applied in the order they are acknowledged: where two overlap, the
+        later one wins, and the log keeps both.
+        """
         with self._lock:
-            edit = Edit(self._revision + 1, stroke=stroke)
+            edit = Edit(self._revision + 1, stroke=stroke, author=author)
             self._append(edit.to_json())
             box = self._apply_stroke(stroke)
             self._active.append(edit)
-            self._undone.clear()
+            self._forget_redo(author)
             self._revision = edit.revision
             return EditResult(self._revision, box)
 
-    def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
+    def paint_mask(self, box: Box, mask: np.ndarray, label: int,
+                   author: str | None = None) -> EditResult:
         """Set the voxels where ``mask`` (shaped like ``box``) is True to ``label`` (0 erases).
 
         Like a stroke: durable once this returns, undoable, replayed on reopen. The box
@@ -194,11 +202,11 @@ class LabelStore:
         if not Box.from_shape(self.shape).contains(box):
             raise InvalidRequestError(f"mask box {box} is outside the labels of shape {self.shape}")
         with self._lock:
-            edit = Edit(self._revision + 1, mask=edit_mask)
+            edit = Edit(self._revision + 1, mask=edit_mask, author=author)
             self._append(edit.to_json())
             touched = self._apply_mask(edit_mask)
             self._active.append(edit)
-            self._undone.clear()
+            self._forget_redo(author)
             self._revision = edit.revision
             return EditResult(self._revision, touched)
 
@@ -215,27 +223,58 @@ class LabelStore:
             self._revision = edit.revision
             return EditResult(self._revision, box)
 
-    def undo(self) -> EditResult | None:
-        """Take back the latest edit still in effect; None when there is none."""
+    def undo(self, author: str | None = None) -> EditResult | None:
+        """Take back the latest edit still in effect (by ``author``, when given); None
+        when there is none. Later edits of others stay in effect."""
         with self._lock:
-            if not self._active:
+            index = self._latest(self._active, author)
+            if index is None:
                 return None
             self._revision += 1
-            self._append({"op": "undo", "rev": self._revision})
-            edit = self._active.pop()
+            edit = self._active[index]
+            self._append({"op": "undo", "rev": self._revision, "of": edit.revision})
+            del self._active[index]
             self._undone.append(edit)
             return EditResult(self._revision, self._replay_region(edit))
 
-    def redo(self) -> EditResult | None:
-        """Re-apply the latest undone edit; None when there is none."""
+    def redo(self, author: str | None = None) -> EditResult | None:
+        """Re-apply the latest undone edit (by ``author``, when given); None when there is
+        none. It applies on top of everything in effect, like a new edit."""
         with self._lock:
-            if not self._undone:
+            index = self._latest(self._undone, author)
+            if index is None:
                 return None
             self._revision += 1
-            self._append({"op": "redo", "rev": self._revision})
-            edit = self._undone.pop()
+            edit = self._undone[index]
+            self._append({"op": "redo", "rev": self._revision, "of": edit.revision})
+            del self._undone[index]
             self._active.append(edit)
             return EditResult(self._revision, self._reapply(edit))
+
+    def can_undo_by(self, author: str | None) -> bool:
+        return self._latest(self._active, author) is not None
+
+    def can_redo_by(self, author: str | None) -> bool:
+        return self._latest(self._undone, author) is not None
+
+    @staticmethod
+    def _latest(edits: list[Edit], author: str | None) -> int | None:
+        for index in range(len(edits) - 1, -1, -1):
+            if author is None or edits[index].author == author:
+                return index
+        return None
+
+    def _forget_redo(self, author: str | None) -> None:
+        """A new edit ends its author's redo history (everyone's, for no author)."""
+        self._undone[:] = [] if author is None else [e for e in self._undone
+                                                     if e.author != author]
+
+    def _take(self, edits: list[Edit], record: dict) -> Edit:
+        """Remove the edit an undo/redo record names (the latest, in older logs)."""
+        if "of" not in record:
+            return edits.pop()
+        index = next(i for i, e in enumerate(edits) if e.revision == record["of"])
+        return edits.pop(index)
 
     def snapshot(self) -> LabelSnapshot:
         with self._lock:
@@ -334,27 +373,28 @@ class LabelStore:
 
     def _replay_record(self, record: dict) -> None:
         op = record["op"]
+        author = record.get("author")
         if op == "stroke":
-            edit = Edit(record["rev"], stroke=Stroke.from_json(record["stroke"]))
+            edit = Edit(record["rev"], stroke=Stroke.from_json(record["stroke"]), author=author)
             self._apply_stroke(edit.stroke)  # type: ignore[arg-type]
             self._active.append(edit)
-            self._undone.clear()
+            self._forget_redo(author)
         elif op == "mask":
-            edit = Edit(record["rev"], mask=MaskEdit.from_json(record))
+            edit = Edit(record["rev"], mask=MaskEdit.from_json(record), author=author)
             self._apply_mask(edit.mask)  # type: ignore[arg-type]
             self._active.append(edit)
-            self._undone.clear()
+            self._forget_redo(author)
         elif op == "relabel":
             edit = Edit(record["rev"], relabel=(record["from"], record["to"]))
             self._apply_relabel(record["from"], record["to"])
             self._active.append(edit)
             self._undone.clear()
         elif op == "undo":
-            edit = self._active.pop()
+            edit = self._take(self._active, record)
             self._undone.append(edit)
             self._replay_region(edit)
         elif op == "redo":
-            edit = self._undone.pop()
+            edit = self._take(self._undone, record)
             self._active.append(edit)
             self._reapply(edit)
         else:

@@ -174,16 +174,19 @@ def project_routes(hub: ProjectHub, executor: Executor,
         project = served_of(request).project
         stroke = stroke_from_json(await read_json(request))
         # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
-        result = await run(lambda: project.paint(stroke))
+        author = principal_of(request).id
+        result = await run(lambda: project.paint(stroke, author=author))
         return web.json_response(_edit_json(result))
 
     async def undo(request: web.Request) -> web.Response:
         project = served_of(request).project
-        return web.json_response(_edit_json(await run(project.undo)))
+        author = principal_of(request).id
+        return web.json_response(_edit_json(await run(lambda: project.undo(author))))
 
     async def redo(request: web.Request) -> web.Response:
         project = served_of(request).project
-        return web.json_response(_edit_json(await run(project.redo)))
+        author = principal_of(request).id
+        return web.json_response(_edit_json(await run(lambda: project.redo(author))))
 
     async def get_features(request: web.Request) -> web.Response:
         project = served_of(request).project
