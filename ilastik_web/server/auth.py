@@ -165,9 +165,16 @@ class Access:
         return self.token is not None and hmac.compare_digest(candidate.encode(),
                                                                self.token.encode())
 
-    def principal_for_token(self, token: str, current: Principal | None = None) -> Principal | None:
-        """The principal a presented token makes of ``current`` (None: not a valid token)."""
+    def principal_for_token(self, token: str, current: Principal | None = None,
+                            *, browser: bool = False) -> Principal | None:
+        """The principal a presented token makes of ``current`` (None: not a valid token).
+
+        ``browser``: the operator token opens a session of its own (its own viewer
+        session and undo history), not the shared local user's.
+        """
         if self._is_operator_token(token):
+            if browser:
+                return Principal(f"operator:{secrets.token_hex(4)}", "operator", admin=True)
             return LOCAL_USER
         link = self.accounts.resolve_token(token)
         if link is None:
@@ -234,8 +241,8 @@ class Access:
             where = "any project"
         if role_rank(have) < role_rank(role):
             raise ForbiddenError(
-                f"{principal.name} is {'a ' + have if have else 'not a member'} on {where}; "
-                f"this needs the {role} role")
+                f"{principal.name} has {'the ' + have if have else 'no'} role on {where}, "
+                f"and this needs the {role} role")
 
     def scope_of(self, request: web.Request) -> str | list[str] | None:
         """The project(s) a request is about, from its path."""
@@ -306,7 +313,8 @@ def auth_middleware(access: Access, table: RouteTable):
         if current is not None and current.admin:
             principal: Principal | None = current
         else:
-            principal = access.principal_for_token(request.query[TOKEN_QUERY], current)
+            principal = access.principal_for_token(request.query[TOKEN_QUERY], current,
+                                                   browser=True)
         if principal is None:
             raise UnauthenticatedError("this link is not valid (wrong, revoked or expired)")
         if current is not None and cookie is not None:

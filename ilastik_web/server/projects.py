@@ -11,6 +11,7 @@ from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, NotFoundError
 from ilastik_web.project import Project
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
+from ilastik_web.server.presence import Presence
 from ilastik_web.server.project_layers import PREDICTION_OUTPUTS, LabelLayer, PredictionLayer
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class ServedProject:
     source_layer_id: str
     label_layer: LabelLayer
     prediction_layers: dict[str, PredictionLayer] = field(default_factory=dict)
+    #: Who has the project open now.
+    presence: Presence = field(default_factory=Presence)
 
     def layer_ids(self) -> dict[str, str]:
         ids = {"raw": self.source_layer_id, "labels": self.label_layer.layer_id}

@@ -117,8 +117,11 @@ def project_routes(hub: ProjectHub, executor: Executor,
         return "owner" if access is None else access.role_on(principal_of(request), project_id)
 
     def describe(request: web.Request, served: ServedProject) -> dict[str, Any]:
+        author = principal_of(request).id
+        labels = served.project.labels
         return {**describe_project(served, base_url(request)),
-                "role": role_of(request, served.project_id)}
+                "role": role_of(request, served.project_id),
+                "can_undo": labels.can_undo_by(author), "can_redo": labels.can_redo_by(author)}
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
@@ -239,6 +242,12 @@ def project_routes(hub: ProjectHub, executor: Executor,
         unsubscribe = served.project.subscribe(push)
         await ws.send_json({"kind": "hello",
                             "payload": describe(request, served)})
+        principal = principal_of(request)
+        stop_presence = served.presence.subscribe(
+            lambda people: push("presence", {"people": people}))
+        push("presence", {"people": served.presence.people()})
+        served.presence.join(principal.id, principal.name,
+                             role_of(request, served.project_id))
 
         async def forward() -> None:
             while True:
@@ -253,6 +262,8 @@ def project_routes(hub: ProjectHub, executor: Executor,
         finally:
             sender.cancel()
             unsubscribe()
+            stop_presence()
+            served.presence.leave(principal.id)
         return ws
 
     tags = ("projects",)
@@ -307,6 +318,6 @@ def project_routes(hub: ProjectHub, executor: Executor,
               responses={200: "The new setting", 400: "Malformed body"}),
         Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
               summary="WebSocket of project events (labels, classes, features, generation, "
-                      "training status)", parameters=p, tags=tags,
+                      "training status, presence: who is on the project)", parameters=p, tags=tags,
               responses={101: "Switching to WebSocket"}),
     ]
