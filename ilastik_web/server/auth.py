@@ -37,6 +37,7 @@ from yarl import URL
 
 from ilastik_web.accounts import Accounts, best_role, role_rank
 from ilastik_web.errors import ForbiddenError, UnauthenticatedError
+from ilastik_web.server.limits import Limits, UserLimits
 from ilastik_web.server.routing import RouteTable, route_of
 from ilastik_web.server.urls import base_url, is_secure
 
@@ -158,6 +159,11 @@ class Access:
     projects_of_layer: Callable[[str], list[str]] = lambda layer_id: []
     project_ids: Callable[[], list[str]] = list
     sessions: BrowserSessions = field(default_factory=BrowserSessions)
+    limits: Limits = field(default_factory=Limits)
+
+    def limited(self, principal: Principal) -> bool:
+        """Whether per-person limits apply (not to the operator)."""
+        return not principal.admin
 
     # -- authentication ---------------------------------------------------------------
 
@@ -304,6 +310,8 @@ def auth_middleware(access: Access, table: RouteTable):
                 "authentication required: open a share link, sign in, or send "
                 "'Authorization: Bearer <token>'")
         access.authorize(request, principal, route.role if route is not None else "user")
+        if request.method not in ("GET", "HEAD") and access.limited(principal):
+            access.limits.charge(principal.id)
         request[PRINCIPAL_KEY] = principal
         return await handler(request)
 
@@ -350,4 +358,5 @@ def build_access(config, hub) -> Access:
         open=open_server,
         projects_of_layer=hub.projects_of_layer,
         project_ids=hub.ids,
+        limits=Limits(getattr(config, "user_limits", None) or UserLimits()),
     )

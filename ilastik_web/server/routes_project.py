@@ -176,6 +176,8 @@ def project_routes(hub: ProjectHub, executor: Executor,
     async def paint(request: web.Request) -> web.Response:
         project = served_of(request).project
         stroke = stroke_from_json(await read_json(request))
+        if access is not None and access.limited(principal_of(request)):
+            access.limits.check_stroke(len(stroke.points), stroke.radius, stroke.plane)
         # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
         author = principal_of(request).id
         result = await run(lambda: project.paint(stroke, author=author))

@@ -35,6 +35,7 @@ from ilastik_web.sam.service import SamService
 from ilastik_web.server.auth import Access, principal_of
 from ilastik_web.server.instance_layer import InstanceLayer
 from ilastik_web.server.layers import LayerRegistry
+from ilastik_web.server.limits import no_limit
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -202,7 +203,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
             admission = service.admit_prompt()
         except TooManyRequestsError as exc:
             raise too_many(exc) from None
-        with admission:
+        principal = principal_of(request)
+        share = (access.limits.sam_slot(principal.id)
+                 if access is not None and access.limited(principal) else no_limit())
+        with admission, share:
             mask = await run_prompt(lambda: service.prompt(
                 volume, source, plane, index, points_xyz=points, point_labels=labels,
                 box_xyz=box, previous_mask_id=previous, model=model, multimask=multimask,
