@@ -249,7 +249,9 @@ async def _serve(
             port = address[1]
             break
     url = viewer_url(config.host, port, config.viewer_token, config.token)
-    log.info("viewer at %s", url)
+    # The token goes to stdout for the user only, never into the log.
+    log.info("viewer at %s%s", viewer_url(config.host, port, config.viewer_token, None),
+             " (?token=… on stdout)" if config.token else "")
     sys.stdout.write(url + "\n")
     sys.stdout.flush()
     if not args.no_browser:
@@ -286,6 +288,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_models=tuple(args.sam_model),
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
+        accounts_path=default_data_dir() / "accounts.json",
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, resources))

@@ -38,6 +38,11 @@ class ServerConfig:
         "cpu" or "cuda" for SAM; None: CUDA when present.
     sam_cache_dir
         Where SAM embeddings are cached on disk (None: memory only).
+    accounts_path
+        JSON file of users, roles and share links (None: memory only).
+    user_limits
+        Per-person request rate, stroke size and SAM share
+        (:class:`ilastik_web.server.limits.UserLimits`; None: its defaults).
     """
 
     host: str = "127.0.0.1"
@@ -50,6 +55,8 @@ class ServerConfig:
     sam_models: tuple[str, ...] = ()
     sam_device: str | None = None
     sam_cache_dir: Path | None = None
+    accounts_path: Path | None = None
+    user_limits: object | None = None
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -404,11 +404,12 @@ class Project:
 
     # -- labels -----------------------------------------------------------------------------
 
-    def paint(self, stroke: Stroke) -> EditResult:
-        """Apply a stroke; durable once this returns. Its class must exist (0 erases)."""
+    def paint(self, stroke: Stroke, author: str | None = None) -> EditResult:
+        """Apply a stroke by ``author``; durable once this returns. Its class must exist
+        (0 erases)."""
         if stroke.label != 0 and stroke.label not in self._classes:
             raise InvalidRequestError(f"no class with value {stroke.label}; add it first")
-        result = self.labels.paint(stroke)
+        result = self.labels.paint(stroke, author=author)
         self._labels_changed(result)
         return result
 
@@ -422,18 +423,20 @@ class Project:
         self._labels_changed(result)
         return result
 
-    def undo(self) -> EditResult | None:
+    def undo(self, author: str | None = None) -> EditResult | None:
+        """Undo the latest edit (``author``'s latest, when given)."""
         with self._lock:
-            result = self.labels.undo()
+            result = self.labels.undo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=True)
         if result is not None:
             self._labels_changed(result)
         return result
 
-    def redo(self) -> EditResult | None:
+    def redo(self, author: str | None = None) -> EditResult | None:
+        """Redo the latest undone edit (``author``'s latest, when given)."""
         with self._lock:
-            result = self.labels.redo()
+            result = self.labels.redo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=False)
         if result is not None:

@@ -36,6 +36,7 @@ LAYERS = {
     "ilastik_web.project": APPLICATION,
     "ilastik_web.sam": APPLICATION,
     "ilastik_web.ilp": APPLICATION,
+    "ilastik_web.accounts": APPLICATION,
     "hpc": APPLICATION,
     "ilastik_web.config": WEB,
     "ilastik_web.server": WEB,

@@ -95,9 +95,13 @@ class Edit:
     relabel: tuple[int, int] | None = None
     mask: MaskEdit | None = None
     meta: dict | None = None
+    #: Who made it (undo and redo by an author act on that author's edits only).
+    author: str | None = None
 
     def to_json(self) -> dict:
         extra = {"meta": self.meta} if self.meta else {}
+        if self.author is not None:
+            extra["author"] = self.author
         if self.stroke is not None:
             return {"op": "stroke", "rev": self.revision, "stroke": self.stroke.to_json(),
                     **extra}
@@ -113,18 +117,22 @@ class Edit:
         if not isinstance(record, dict):
             raise InvalidRequestError("an edit record must be an object")
         rev, op, meta = record.get("rev"), record.get("op"), record.get("meta")
+        author = record.get("author")
         if not isinstance(rev, int) or isinstance(rev, bool) or rev < 1:
             raise InvalidRequestError(f"bad revision {rev!r}")
         if meta is not None and not isinstance(meta, dict):
             raise InvalidRequestError("edit meta must be an object")
+        if author is not None and not isinstance(author, str):
+            raise InvalidRequestError("edit author must be a string")
         try:
             if op == "stroke":
-                return cls(rev, stroke=Stroke.from_json(record["stroke"]), meta=meta)
+                return cls(rev, stroke=Stroke.from_json(record["stroke"]), meta=meta,
+                           author=author)
             if op == "mask":
-                return cls(rev, mask=MaskEdit.from_json(record), meta=meta)
+                return cls(rev, mask=MaskEdit.from_json(record), meta=meta, author=author)
             if op == "relabel":
                 old, new = _check_relabel(record["from"], record["to"])
-                return cls(rev, relabel=(old, new), meta=meta)
+                return cls(rev, relabel=(old, new), meta=meta, author=author)
         except (KeyError, TypeError, ValueError, IndexError, OverflowError, zlib.error,
                 binascii.Error) as exc:
             if isinstance(exc, InvalidRequestError):
@@ -244,8 +252,11 @@ class LabelStore:
         """The latest acknowledged revision (that of :meth:`snapshot`)."""
         return self._published.revision
 
-    def paint(self, stroke: Stroke) -> EditResult:
-        """Apply a stroke (label 0 erases); durable once this returns.
+    def paint(self, stroke: Stroke, author: str | None = None) -> EditResult:
+        """Apply a stroke (label 0 erases) by ``author``; durable once this returns.
+
+        Strokes are applied in the order they are acknowledged: where two overlap, the
+        later one wins, and the log keeps both.
 
         Raises
         ------
@@ -259,9 +270,10 @@ class LabelStore:
             raise InvalidRequestError(
                 f"stroke too costly: it would test {cost} voxels, at most "
                 f"{MAX_STROKE_VOXELS} (use fewer points, a smaller radius or a flat plane)")
-        return self._commit(lambda rev: Edit(rev, stroke=stroke))
+        return self._commit(lambda rev: Edit(rev, stroke=stroke, author=author))
 
-    def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
+    def paint_mask(self, box: Box, mask: np.ndarray, label: int,
+                   author: str | None = None) -> EditResult:
         """Set the voxels where ``mask`` (shaped like ``box``) is True to ``label`` (0 erases).
 
         Like a stroke: durable once this returns, undoable, replayed on reopen. The box
@@ -270,7 +282,7 @@ class LabelStore:
         edit_mask = MaskEdit(box, mask, label)
         if not Box.from_shape(self.shape).contains(box):
             raise InvalidRequestError(f"mask box {box} is outside the labels of shape {self.shape}")
-        return self._commit(lambda rev: Edit(rev, mask=edit_mask))
+        return self._commit(lambda rev: Edit(rev, mask=edit_mask, author=author))
 
     def relabel(self, old: int, new: int, *, meta: dict | None = None) -> EditResult:
         """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels).
@@ -280,36 +292,43 @@ class LabelStore:
         old, new = _check_relabel(old, new)
         return self._commit(lambda rev: Edit(rev, relabel=(old, new), meta=meta))
 
-    def undo(self) -> EditResult | None:
-        """Take back the latest edit still in effect; None when there is none."""
+    def undo(self, author: str | None = None) -> EditResult | None:
+        """Take back the latest edit still in effect (by ``author``, when given); None
+        when there is none. Later edits of others stay in effect."""
         with self._lock:
-            if not self._active:
+            index = _latest(self._active, author)
+            if index is None:
                 return None
-            edit = self._active[-1]
+            edit = self._active[index]
+            remaining = self._active[:index] + self._active[index + 1:]
             blocks = dict(self._blocks)
-            box = self._replay_region(edit, blocks, self._active[:-1])
+            box = self._replay_region(edit, blocks, remaining)
             revision = self._revision + 1
-            self._append({"op": "undo", "rev": revision})
+            self._append({"op": "undo", "rev": revision, "of": edit.revision})
             self._blocks = blocks
-            self._undone.append(self._active.pop())
+            self._active = remaining
+            self._undone.append(edit)
             self._revision = revision
             result = EditResult(revision, box, edit)
             self._publish()
         self._maybe_checkpoint()
         return result
 
-    def redo(self) -> EditResult | None:
-        """Re-apply the latest undone edit; None when there is none."""
+    def redo(self, author: str | None = None) -> EditResult | None:
+        """Re-apply the latest undone edit (by ``author``, when given); None when there is
+        none. It applies on top of everything in effect, like a new edit."""
         with self._lock:
-            if not self._undone:
+            index = _latest(self._undone, author)
+            if index is None:
                 return None
-            edit = self._undone[-1]
+            edit = self._undone[index]
             blocks = dict(self._blocks)
             box = _apply(edit, blocks, self.shape, self.block_shape)
             revision = self._revision + 1
-            self._append({"op": "redo", "rev": revision})
+            self._append({"op": "redo", "rev": revision, "of": edit.revision})
             self._blocks = blocks
-            self._active.append(self._undone.pop())
+            del self._undone[index]
+            self._active.append(edit)
             self._revision = revision
             self._fold_history()
             result = EditResult(revision, box, edit)
@@ -337,6 +356,12 @@ class LabelStore:
     @property
     def can_redo(self) -> bool:
         return bool(self._undone)
+
+    def can_undo_by(self, author: str | None) -> bool:
+        return _latest(self._active, author) is not None
+
+    def can_redo_by(self, author: str | None) -> bool:
+        return _latest(self._undone, author) is not None
 
     def history(self) -> tuple[tuple[Edit, ...], tuple[Edit, ...]]:
         """(edits in effect that can be undone, oldest first; undone edits, oldest last)."""
@@ -418,7 +443,7 @@ class LabelStore:
             self._append(edit.to_json())
             self._blocks = blocks
             self._active.append(edit)
-            self._undone.clear()
+            _forget_redo(self._undone, edit.author)
             self._revision = edit.revision
             self._fold_history()
             result = EditResult(edit.revision, box, edit)
@@ -605,23 +630,52 @@ class LabelStore:
         op, revision = record.get("op"), record["rev"]
         blocks = dict(self._blocks)
         if op == "undo":
-            if not self._active:
+            index = _named(self._active, record)
+            if index is None:
                 raise InvalidRequestError("undo with nothing to undo")
-            self._replay_region(self._active[-1], blocks, self._active[:-1])
-            self._undone.append(self._active.pop())
+            edit = self._active[index]
+            remaining = self._active[:index] + self._active[index + 1:]
+            self._replay_region(edit, blocks, remaining)
+            self._active = remaining
+            self._undone.append(edit)
         elif op == "redo":
-            if not self._undone:
+            index = _named(self._undone, record)
+            if index is None:
                 raise InvalidRequestError("redo with nothing to redo")
-            _apply(self._undone[-1], blocks, self.shape, self.block_shape)
-            self._active.append(self._undone.pop())
+            edit = self._undone.pop(index)
+            _apply(edit, blocks, self.shape, self.block_shape)
+            self._active.append(edit)
         else:
             edit = Edit.from_json(record)
             _apply(edit, blocks, self.shape, self.block_shape)
             self._active.append(edit)
-            self._undone.clear()
+            _forget_redo(self._undone, edit.author)
         self._blocks = blocks
         self._revision = revision
         self._fold_history()
+
+
+# -- undo history -------------------------------------------------------------------------
+
+
+def _latest(edits: list[Edit], author: str | None) -> int | None:
+    """Index of the latest edit by ``author`` (any author for None), or None."""
+    for index in range(len(edits) - 1, -1, -1):
+        if author is None or edits[index].author == author:
+            return index
+    return None
+
+
+def _named(edits: list[Edit], record: dict) -> int | None:
+    """Index of the edit an undo/redo record names (the latest one, in older logs)."""
+    if "of" not in record:
+        return len(edits) - 1 if edits else None
+    return next((i for i, e in enumerate(edits) if e.revision == record["of"]), None)
+
+
+def _forget_redo(undone: list[Edit], author: str | None) -> None:
+    """A new edit ends its author's redo history (everyone's, for no author)."""
+    undone[:] = [] if author is None else [e for e in undone if e.author != author]
 
 
 # -- block edits (on a dictionary of copy-on-write blocks) ----------------------------------

@@ -94,13 +94,13 @@ def api_routes(ctx: ServerContext) -> list[Route]:
 
     tags = ("api",)
     return [
-        Route("GET", "/favicon.ico", favicon, name="favicon", public=True,
+        Route("GET", "/favicon.ico", favicon, name="favicon", role="public",
               summary="No icon (keeps browser consoles free of 404s)",
               responses={204: "No content"}, content_type="", tags=("viewer",)),
-        Route("GET", "/", root, name="root", summary="Redirect to the viewer",
+        Route("GET", "/", root, name="root", summary="Redirect to the viewer", role="user",
               responses={302: "Redirect to the default viewer"}, content_type="text/html",
               tags=("viewer",)),
-        Route("GET", "/api/health", health, name="health", public=True,
+        Route("GET", "/api/health", health, name="health", role="public",
               summary="Liveness check (no authentication)", tags=tags),
         Route("GET", "/api/sources", list_sources, name="list_sources",
               summary="Opened sources: id, shape, dtype, channels, voxel size, levels, "
@@ -112,6 +112,6 @@ def api_routes(ctx: ServerContext) -> list[Route]:
         Route("GET", "/api/layers", list_layers, name="list_layers",
               summary="Every served layer with its current version and precomputed URL",
               tags=tags),
-        Route("GET", "/api/openapi.json", openapi, name="openapi",
+        Route("GET", "/api/openapi.json", openapi, name="openapi", role="user",
               summary="This API's OpenAPI document", tags=tags),
     ]

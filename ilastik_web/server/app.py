@@ -13,11 +13,12 @@ from ilastik_web.config import ServerConfig
 from ilastik_web.resources import Resources
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
 from ilastik_web.server.api import api_routes
-from ilastik_web.server.auth import auth_middleware, policy_for_token
+from ilastik_web.server.auth import auth_middleware, build_access
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
+from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
@@ -26,6 +27,7 @@ from ilastik_web.server.routes_viewer import viewer_routes
 from ilastik_web.server.routing import RouteTable
 from ilastik_web.server.viewer_sessions import ViewerSession, ViewerSessions
 from ilastik_web.server.viewer_state import initial_state
+from ilastik_web.server.web_safety import cors_middleware, safety_middleware
 from neuroglancer_ext.extension import install_extension
 from neuroglancer_ext.static import StaticClient
 
@@ -36,29 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Largest request body accepted (viewer states are the biggest).
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
-
-
-@web.middleware
-async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
-    """Let any origin read our data (Neuroglancer instances elsewhere); answer preflights."""
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return web.Response(
-            status=204,
-            headers={
-                "Access-Control-Allow-Origin": "*",
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type",
-                "Access-Control-Max-Age": "600",
-            },
-        )
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        exc.headers["Access-Control-Allow-Origin"] = "*"
-        raise
-    if not response.prepared:
-        response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
 
 
 def create_app(
@@ -102,16 +81,17 @@ def create_app(
         registry.add(layer)
     sessions = ViewerSessions()
     table = RouteTable()
+    hub = ProjectHub(registry, cache)
     ctx = ServerContext(
         config=config,
         registry=registry,
         sessions=sessions,
         cache=cache,
         resources=resources,
-        policy=policy_for_token(config.token),
+        access=build_access(config, hub),
         table=table,
         client=client or install_extension(StaticClient()),
-        projects=ProjectHub(registry, cache),
+        projects=hub,
     )
     for project_id, project, source_layer_id in projects:
         ctx.projects.add(project_id, project, source_layer_id=source_layer_id)
@@ -123,9 +103,10 @@ def create_app(
     session.follow(registry)
 
     table.extend(api_routes(ctx))
+    table.extend(access_routes(ctx.access, ctx.projects, ctx.viewer_path()))
     table.extend(precomputed_routes(registry, resources.chunks, resources.cache("chunks")))
     table.extend(viewer_routes(sessions, ctx.client, resources.interactive))
-    table.extend(project_routes(ctx.projects, resources.interactive))
+    table.extend(project_routes(ctx.projects, resources.interactive, ctx.access))
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
                             allowed_roots=config.allowed_roots or None,
                             resources=resources))
@@ -135,10 +116,12 @@ def create_app(
         embedding_dir=config.sam_cache_dir,
     ))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
-                            instances_dir=config.sam_cache_dir))
+                            instances_dir=config.sam_cache_dir, access=ctx.access))
 
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],
+        middlewares=[cors_middleware(table), error_middleware,
+                     safety_middleware(table, loopback_only=ctx.access.open),
+                     auth_middleware(ctx.access, table)],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[CONTEXT_KEY] = ctx

@@ -9,7 +9,7 @@ from aiohttp import web
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.resources import Lane, Resources
-from ilastik_web.server.auth import AccessPolicy
+from ilastik_web.server.auth import Access
 from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import RouteTable
@@ -30,7 +30,7 @@ class ServerContext:
     sessions: ViewerSessions
     cache: ArrayCache
     resources: Resources
-    policy: AccessPolicy
+    access: Access
     table: RouteTable
     client: StaticClient
     projects: ProjectHub

@@ -49,12 +49,14 @@ def openapi_document(table: RouteTable, *, server_url: str | None = None) -> dic
         }
         if not route.public:
             responses.setdefault("401", {"description": "Authentication required"})
+            responses.setdefault("403", {"description": f"Needs the {route.role} role"})
         operation: dict[str, Any] = {
             "operationId": route.name,
             "summary": route.summary,
             "tags": list(route.tags),
             "parameters": parameters,
             "responses": responses,
+            "x-required-role": route.role,
         }
         if route.request_body:
             operation["requestBody"] = {

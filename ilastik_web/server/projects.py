@@ -11,6 +11,7 @@ from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, NotFoundError
 from ilastik_web.project import Project
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
+from ilastik_web.server.presence import Presence
 from ilastik_web.server.project_layers import PREDICTION_OUTPUTS, LabelLayer, PredictionLayer
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class ServedProject:
     source_layer_id: str
     label_layer: LabelLayer
     prediction_layers: dict[str, PredictionLayer] = field(default_factory=dict)
+    #: Who has the project open now.
+    presence: Presence = field(default_factory=Presence)
 
     def layer_ids(self) -> dict[str, str]:
         ids = {"raw": self.source_layer_id, "labels": self.label_layer.layer_id}
@@ -73,6 +76,17 @@ class ProjectHub:
     def list(self) -> list[ServedProject]:
         with self._lock:
             return list(self._projects.values())
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._projects)
+
+    def projects_of_layer(self, layer_id: str) -> list[str]:
+        """Ids of the projects that show ``layer_id`` (their source, labels, predictions
+        or job outputs); empty for a layer of no project."""
+        return [s.project_id for s in self.list()
+                if layer_id in s.layer_ids().values()
+                or layer_id.startswith(f"{s.project_id}-job-")]
 
     def close(self) -> None:
         for served in self.list():

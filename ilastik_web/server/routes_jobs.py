@@ -199,11 +199,12 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     pj = (_PROJECT, _JOB)
     tags = ("jobs",)
     return [
-        Route("GET", "/api/projects/{project_id}/jobs", list_jobs, name="list_jobs", tags=tags,
+        Route("GET", "/api/projects/{project_id}/jobs", list_jobs, name="list_jobs",
+              role="owner", tags=tags,
               summary="Batch jobs of a project with state and progress", parameters=p),
         Route("POST", "/api/projects/{project_id}/jobs", submit_job, name="submit_job",
               summary="Predict the whole volume with the current classifier (frozen now)",
-              permission="write", parameters=p, tags=tags,
+              role="owner", parameters=p, tags=tags,
               request_body='{"export": "probabilities"|"segmentation"|"uncertainty"|'
                            '"features", "format"?: "ome-zarr"|"n5"|"precomputed"|"hdf5"|'
                            '"tiff", "output"?: path, "roi"?: "z0:z1,y0:y1,x0:x1", "level"?: '
@@ -214,20 +215,20 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
                          503: "No classifier yet"}),
         Route("GET", "/api/projects/{project_id}/jobs/{job_id}", get_job, name="get_job",
               summary="A job's state and progress (blocks done of total)", parameters=pj,
-              tags=tags, responses={200: "The job", 404: "No such job"}),
+              role="owner", tags=tags, responses={200: "The job", 404: "No such job"}),
         Route("GET", "/api/projects/{project_id}/jobs/{job_id}/logs", job_logs,
-              name="job_logs", summary="A job's logs", parameters=pj, tags=tags,
+              name="job_logs", summary="A job's logs", parameters=pj, role="owner", tags=tags,
               content_type="text/plain", responses={200: "Logs", 404: "No such job"}),
         Route("POST", "/api/projects/{project_id}/jobs/{job_id}/cancel", cancel_job,
-              name="cancel_job", summary="Cancel a job", permission="write", parameters=pj,
+              name="cancel_job", summary="Cancel a job", role="owner", parameters=pj,
               tags=tags, responses={200: "The job", 404: "No such job"}),
         Route("POST", "/api/projects/{project_id}/jobs/{job_id}/resume", resume_job,
               name="resume_job", summary="Resume a failed or cancelled job (finished blocks "
-              "are kept)", permission="write", parameters=pj, tags=tags,
+              "are kept)", role="owner", parameters=pj, tags=tags,
               responses={200: "The job", 400: "Not resumable", 404: "No such job"}),
         Route("POST", "/api/projects/{project_id}/jobs/{job_id}/layer", open_layer,
               name="open_job_layer", summary="Serve a finished job's output as a layer",
-              permission="write", parameters=pj, tags=tags,
+              role="owner", parameters=pj, tags=tags,
               responses={201: "The layer id", 400: "Job not done", 404: "No such job"}),
     ]
 

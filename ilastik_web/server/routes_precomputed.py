@@ -134,6 +134,7 @@ def precomputed_routes(
             parameters=_LAYER_PARAMS,
             responses={200: "The info JSON", **errors},
             tags=("precomputed",),
+            cors=True,
         ),
         Route(
             "GET",
@@ -149,5 +150,6 @@ def precomputed_routes(
             responses={200: "Chunk bytes", **errors},
             content_type="application/octet-stream",
             tags=("precomputed",),
+            cors=True,
         ),
     ]

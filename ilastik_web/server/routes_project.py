@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 import filters
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
+from ilastik_web.server.auth import Access, principal_of
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -104,8 +105,23 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
     }
 
 
-def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
-    """Routes over the projects in ``hub``; blocking work runs in ``executor``."""
+def project_routes(hub: ProjectHub, executor: Executor,
+                   access: Access | None = None) -> list[Route]:
+    """Routes over the projects in ``hub``; blocking work runs in ``executor``.
+
+    With ``access``, listings show only the projects the caller has a role on, and each
+    project says which role that is.
+    """
+
+    def role_of(request: web.Request, project_id: str) -> str | None:
+        return "owner" if access is None else access.role_on(principal_of(request), project_id)
+
+    def describe(request: web.Request, served: ServedProject) -> dict[str, Any]:
+        author = principal_of(request).id
+        labels = served.project.labels
+        return {**describe_project(served, base_url(request)),
+                "role": role_of(request, served.project_id),
+                "can_undo": labels.can_undo_by(author), "can_redo": labels.can_redo_by(author)}
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
@@ -120,11 +136,11 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
             raise InvalidRequestError("class value must be an integer") from None
 
     async def list_projects(request: web.Request) -> web.Response:
-        base = base_url(request)
-        return web.json_response({"projects": [describe_project(s, base) for s in hub.list()]})
+        return web.json_response({"projects": [describe(request, s) for s in hub.list()
+                                               if role_of(request, s.project_id)]})
 
     async def get_project(request: web.Request) -> web.Response:
-        return web.json_response(describe_project(served_of(request), base_url(request)))
+        return web.json_response(describe(request, served_of(request)))
 
     async def add_class(request: web.Request) -> web.Response:
         project = served_of(request).project
@@ -160,17 +176,22 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
     async def paint(request: web.Request) -> web.Response:
         project = served_of(request).project
         stroke = stroke_from_json(await read_json(request))
+        if access is not None and access.limited(principal_of(request)):
+            access.limits.check_stroke(len(stroke.points), stroke.radius, stroke.plane)
         # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
-        result = await run(lambda: project.paint(stroke))
+        author = principal_of(request).id
+        result = await run(lambda: project.paint(stroke, author=author))
         return web.json_response(_edit_json(result))
 
     async def undo(request: web.Request) -> web.Response:
         project = served_of(request).project
-        return web.json_response(_edit_json(await run(project.undo)))
+        author = principal_of(request).id
+        return web.json_response(_edit_json(await run(lambda: project.undo(author))))
 
     async def redo(request: web.Request) -> web.Response:
         project = served_of(request).project
-        return web.json_response(_edit_json(await run(project.redo)))
+        author = principal_of(request).id
+        return web.json_response(_edit_json(await run(lambda: project.redo(author))))
 
     async def get_features(request: web.Request) -> web.Response:
         project = served_of(request).project
@@ -222,7 +243,13 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
 
         unsubscribe = served.project.subscribe(push)
         await ws.send_json({"kind": "hello",
-                            "payload": describe_project(served, base_url(request))})
+                            "payload": describe(request, served)})
+        principal = principal_of(request)
+        stop_presence = served.presence.subscribe(
+            lambda people: push("presence", {"people": people}))
+        push("presence", {"people": served.presence.people()})
+        served.presence.join(principal.id, principal.name,
+                             role_of(request, served.project_id))
 
         async def forward() -> None:
             while True:
@@ -237,6 +264,8 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
         finally:
             sender.cancel()
             unsubscribe()
+            stop_presence()
+            served.presence.leave(principal.id)
         return ws
 
     tags = ("projects",)
@@ -244,37 +273,38 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
     edit = {200: "The new label revision (or changed=false)", 404: "No such project"}
     return [
         Route("GET", "/api/projects", list_projects, name="list_projects", tags=tags,
+              role="user",
               summary="Open projects with classes, features, generation and layer URLs"),
         Route("GET", "/api/projects/{project_id}", get_project, name="get_project", tags=tags,
               summary="One project", parameters=p, responses={200: "The project", 404: "None"}),
         Route("POST", "/api/projects/{project_id}/classes", add_class, name="add_class",
-              summary="Add a label class", permission="write", parameters=p, tags=tags,
+              summary="Add a label class", role="owner", parameters=p, tags=tags,
               request_body='{"name": str, "color": "#rrggbb" (optional)}',
               responses={201: "The new class", 400: "Bad name or colour"}),
         Route("PATCH", "/api/projects/{project_id}/classes/{value}", update_class,
-              name="update_class", summary="Rename or recolour a class", permission="write",
+              name="update_class", summary="Rename or recolour a class", role="owner",
               parameters=(*p, _CLASS), tags=tags, request_body='{"name"?: str, "color"?: str}',
               responses={200: "The class", 404: "No such class"}),
         Route("DELETE", "/api/projects/{project_id}/classes/{value}", delete_class,
               name="delete_class", summary="Delete a class and erase its labels (undoable)",
-              permission="write", parameters=(*p, _CLASS), tags=tags,
+              role="owner", parameters=(*p, _CLASS), tags=tags,
               responses={200: "Deleted", 404: "No such class"}),
         Route("POST", "/api/projects/{project_id}/strokes", paint, name="paint",
-              summary="Paint a stroke; answered once it is durable", permission="write",
+              summary="Paint a stroke; answered once it is durable", role="annotator",
               parameters=p, tags=tags, responses={**edit, 400: "Malformed stroke"},
               request_body='{"points_xyz": [[x, y, z], ...], "radius": voxels, '
                            '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}'),
         Route("POST", "/api/projects/{project_id}/undo", undo, name="undo", tags=tags,
-              summary="Undo the latest label edit", permission="write", parameters=p,
+              summary="Undo the latest label edit", role="annotator", parameters=p,
               responses=edit),
         Route("POST", "/api/projects/{project_id}/redo", redo, name="redo", tags=tags,
-              summary="Redo the latest undone label edit", permission="write", parameters=p,
+              summary="Redo the latest undone label edit", role="annotator", parameters=p,
               responses=edit),
         Route("GET", "/api/projects/{project_id}/features", get_features, name="get_features",
               summary="The feature selection and the available features and scales",
               parameters=p, tags=tags),
         Route("PUT", "/api/projects/{project_id}/features", set_features, name="set_features",
-              summary="Replace the feature selection (retrains)", permission="write",
+              summary="Replace the feature selection (retrains)", role="owner",
               parameters=p, tags=tags,
               request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
               responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
@@ -282,14 +312,14 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
               summary="Feature importance of the current classifier, per channel",
               parameters=p, tags=tags, responses={200: "Importances", 503: "No classifier"}),
         Route("POST", "/api/projects/{project_id}/train", train, name="train", tags=tags,
-              summary="Train now and wait for the new generation", permission="write",
+              summary="Train now and wait for the new generation", role="annotator",
               parameters=p, responses={200: "The new generation", 400: "Too few classes"}),
         Route("PUT", "/api/projects/{project_id}/live", set_live, name="set_live", tags=tags,
-              summary="Pause or resume live retraining after each change", permission="write",
+              summary="Pause or resume live retraining after each change", role="owner",
               parameters=p, request_body='{"enabled": bool}',
               responses={200: "The new setting", 400: "Malformed body"}),
         Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
               summary="WebSocket of project events (labels, classes, features, generation, "
-                      "training status)", parameters=p, tags=tags,
+                      "training status, presence: who is on the project)", parameters=p, tags=tags,
               responses={101: "Switching to WebSocket"}),
     ]

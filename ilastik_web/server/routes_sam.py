@@ -32,8 +32,10 @@ from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.geometry import check_plane, slice_index_of
 from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
+from ilastik_web.server.auth import Access, principal_of
 from ilastik_web.server.instance_layer import InstanceLayer
 from ilastik_web.server.layers import LayerRegistry
+from ilastik_web.server.limits import no_limit
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -103,7 +105,8 @@ class _Instances:
 
 def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | None = None,
                *, cache: ArrayCache | None = None,
-               instances_dir: Path | None = None) -> list[Route]:
+               instances_dir: Path | None = None,
+               access: Access | None = None) -> list[Route]:
     """Routes of the SAM prompt service.
 
     Parameters
@@ -119,6 +122,9 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         For the instance layers' coarser levels.
     instances_dir
         Where instance objects persist (a folder per source); None: in memory.
+    access
+        The access rules: a ``project_id`` named in a body needs the annotator role on
+        that project (the route's own role is checked by the access middleware).
     """
     instances = _Instances(registry, cache or ArrayCache(64 << 20), instances_dir)
 
@@ -154,6 +160,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         body = await read_json(request, max_bytes=1 << 20)
         if not isinstance(body, dict):
             raise InvalidRequestError("expected a JSON object")
+        if access is not None and isinstance(body.get("project_id"), str):
+            access.require(principal_of(request), "annotator", body["project_id"])
         return body
 
     def model_of(body: dict) -> str | None:
@@ -195,7 +203,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
             admission = service.admit_prompt()
         except TooManyRequestsError as exc:
             raise too_many(exc) from None
-        with admission:
+        principal = principal_of(request)
+        share = (access.limits.sam_slot(principal.id)
+                 if access is not None and access.limited(principal) else no_limit())
+        with admission, share:
             mask = await run_prompt(lambda: service.prompt(
                 volume, source, plane, index, points_xyz=points, point_labels=labels,
                 box_xyz=box, previous_mask_id=previous, model=model, multimask=multimask,
@@ -222,6 +233,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                 project_id = mask.source.partition(":")[2]
             if hub is None or not isinstance(project_id, str):
                 raise InvalidRequestError("accepting into labels needs a project_id")
+            if access is not None:
+                access.require(principal_of(request), "annotator", project_id)
             project = hub.get(project_id).project
             label = _integer(body.get("label"), "label")
             result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label))
@@ -295,7 +308,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         Route("GET", "/api/sam/status", status, name="sam_status", tags=tags,
               summary="Prompt and task queue use, embedding cache figures"),
         Route("POST", "/api/sam/prompt", prompt, name="sam_prompt", tags=tags,
-              permission="write",
+              role="annotator",
               summary="Segment from a click: points (1 positive, 0 negative), a box and/or "
                       "the previous mask on one slice -> a preview mask_id, score, and per "
                       "slice box_xyz, run lengths (over the box, C order of the slice image "
@@ -314,10 +327,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                                          "result), per slice",
               responses={200: "The mask", 404: "Unknown, accepted, rejected or expired"}),
         Route("DELETE", "/api/sam/masks/{mask_id}", reject, name="sam_reject", tags=tags,
-              parameters=mask_p, permission="write", summary="Reject (forget) a preview mask",
+              parameters=mask_p, role="annotator", summary="Reject (forget) a preview mask",
               responses={200: "Rejected", 404: "Unknown mask"}),
         Route("POST", "/api/sam/masks/{mask_id}/accept", accept, name="sam_accept", tags=tags,
-              parameters=mask_p, permission="write",
+              parameters=mask_p, role="annotator",
               summary="Accept a preview: paint it into a project's labels as a class "
                       "(undoable, trains the classifier) or add it as a new object of the "
                       "source's instance layer (<source>-sam-objects, a segmentation layer)",
@@ -326,7 +339,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               responses={200: "The label revision, or the object id and layer URL",
                          400: "Bad target or class", 404: "Unknown mask or project"}),
         Route("POST", "/api/sam/masks/{mask_id}/propagate", propagate, name="sam_propagate",
-              tags=tags, parameters=mask_p, permission="write",
+              tags=tags, parameters=mask_p, role="annotator",
               summary="Propagate a one-slice mask through neighbouring slices (a task); the "
                       "task's result.mask_id is the 3D preview",
               request_body='{"lower"?: slice, "upper"?: slice (default +-10), '
@@ -335,7 +348,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               responses={202: "The queued task", 400: "Bad range", 404: "Unknown mask",
                          **busy}),
         Route("POST", "/api/sam/embeddings", precompute, name="sam_precompute", tags=tags,
-              permission="write",
+              role="annotator",
               summary="Precompute the embeddings of slices start..stop-1 (a task)",
               request_body='{"layer_id" | "project_id", "plane", "start", "stop"?, "model"?}',
               responses={202: "The queued task", 400: "Bad range", **busy}),
@@ -345,10 +358,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                       "0..1, message, result",
               responses={200: "The task", 404: "Unknown task"}),
         Route("DELETE", "/api/sam/tasks/{task_id}", cancel_task, name="sam_cancel_task",
-              tags=tags, parameters=task_p, permission="write", summary="Cancel a task",
+              tags=tags, parameters=task_p, role="annotator", summary="Cancel a task",
               responses={200: "The task", 404: "Unknown task"}),
         Route("DELETE", "/api/sam/objects/{layer_id}/{object_id}", delete_object,
-              name="sam_delete_object", tags=tags, permission="write",
+              name="sam_delete_object", tags=tags, role="annotator",
               parameters=(Param("layer_id", description="An instance layer id"),
                           Param("object_id", description="Object id",
                                 schema={"type": "integer"})),

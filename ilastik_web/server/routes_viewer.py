@@ -22,6 +22,7 @@ from concurrent.futures import Executor
 from aiohttp import web
 
 from ilastik_web.errors import ForbiddenError, InvalidRequestError
+from ilastik_web.server.auth import LOCAL_USER, principal_of
 from ilastik_web.server.routes_precomputed import accepts_gzip
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -45,8 +46,15 @@ def viewer_routes(
 ) -> list[Route]:
     """Routes serving ``client`` and synchronising state with ``sessions``."""
 
+    def session_of(request: web.Request):
+        """The caller's own copy of the session in the URL (the shared one for the single
+        local user of an open server)."""
+        principal = principal_of(request)
+        viewer_id = None if principal.id == LOCAL_USER.id else principal.id
+        return sessions.for_viewer(request.match_info["viewer_token"], viewer_id)
+
     def send_file(request: web.Request, name: str) -> web.Response:
-        sessions.get(request.match_info["viewer_token"])
+        session_of(request)
         file = client.get(name)
         headers = {"Cache-Control": "public, max-age=31536000, immutable" if file.immutable
                    else "no-cache"}
@@ -59,7 +67,7 @@ def viewer_routes(
         return web.Response(body=body, content_type=file.content_type, headers=headers)
 
     async def redirect_to_index(request: web.Request) -> web.Response:
-        sessions.get(request.match_info["viewer_token"])
+        session_of(request)
         # A relative target keeps any reverse-proxy prefix and the query (e.g. ?token=).
         target = request.match_info["viewer_token"] + "/"
         if request.query_string:
@@ -73,7 +81,7 @@ def viewer_routes(
         return send_file(request, request.match_info["name"])
 
     async def get_events(request: web.Request) -> web.StreamResponse:
-        session = sessions.get(request.match_info["viewer_token"])
+        session = session_of(request)
         client_id = request.query.get("c")
         if not client_id:
             raise InvalidRequestError("missing client id query parameter 'c'")
@@ -111,7 +119,7 @@ def viewer_routes(
         return response
 
     async def post_state(request: web.Request) -> web.Response:
-        session = sessions.get(request.match_info["viewer_token"])
+        session = session_of(request)
         message = await read_json(request)
         if not isinstance(message, dict) or not isinstance(message.get("s"), dict):
             raise InvalidRequestError("expected {'s': state, 'g': gen, 'pg': gen, 'c': client}")
@@ -130,7 +138,7 @@ def viewer_routes(
         return web.json_response({"g": new})
 
     async def post_action(request: web.Request) -> web.Response:
-        session = sessions.get(request.match_info["viewer_token"])
+        session = session_of(request)
         message = await read_json(request)
         if not isinstance(message, dict) or not isinstance(message.get("action"), str):
             raise InvalidRequestError("expected {'action': name, 'state': {...}}")
@@ -144,7 +152,7 @@ def viewer_routes(
         return web.Response(text="")
 
     async def post_credentials(request: web.Request) -> web.Response:
-        sessions.get(request.match_info["viewer_token"])
+        session_of(request)
         raise ForbiddenError("this server hands out no data-source credentials")
 
     tags = ("viewer",)
@@ -175,12 +183,12 @@ def viewer_routes(
               responses={200: "An event stream"}, content_type="text/event-stream",
               tags=tags),
         Route("POST", "/state/{viewer_token}", post_state, name="viewer_state",
-              summary="A client's viewer-state change", permission="read",
+              summary="A client's viewer-state change", role="viewer",
               parameters=(_TOKEN,), request_body="{s: state, g: generation, pg: base, c: client}",
               responses={200: "{g: new generation}", 400: "Malformed", 412: "Stale base"},
               tags=tags),
         Route("POST", "/action/{viewer_token}", post_action, name="viewer_action",
-              summary="A client-triggered viewer action", permission="write",
+              summary="A client-triggered viewer action", role="annotator",
               parameters=(_TOKEN,), request_body="{action: name, state: {...}}",
               responses={200: "Handled", 400: "Malformed"}, tags=tags),
         Route("POST", "/credentials/{viewer_token}", post_credentials,

@@ -46,10 +46,12 @@ class Route:
         Unique route name (also the OpenAPI ``operationId``).
     summary
         One line for the API document.
-    permission
-        What the caller needs: ``"read"``, ``"write"`` or ``"admin"``.
-    public
-        True: no authentication at all (health checks).
+    role
+        The role the caller needs (see :mod:`ilastik_web.server.auth`): ``"public"``
+        (no authentication), ``"user"``, ``"viewer"``, ``"annotator"``, ``"owner"`` or
+        ``"admin"``; project roles apply to the route's project.
+    cors
+        True: any origin may read it (the read-only data other viewers load).
     parameters
         Documented parameters (path parameters are required to be listed).
     responses
@@ -67,13 +69,17 @@ class Route:
     handler: Handler
     name: str
     summary: str
-    permission: str = "read"
-    public: bool = False
+    role: str = "viewer"
+    cors: bool = False
     parameters: tuple[Param, ...] = ()
     responses: dict[int, str] = field(default_factory=lambda: {200: "OK"})
     content_type: str = "application/json"
     tags: tuple[str, ...] = ()
     request_body: str | None = None
+
+    @property
+    def public(self) -> bool:
+        return self.role == "public"
 
 
 class RouteTable:

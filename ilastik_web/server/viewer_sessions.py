@@ -141,6 +141,10 @@ class ViewerSession:
         self._subscribers: set[_Subscriber] = set()
         self._actions: dict[str, list[ActionCallback]] = {}
         self.closed = False
+        self._registry: LayerRegistry | None = None
+        self._listener: Callable[[str, ServedLayer], None] | None = None
+        #: Whose copy this is (None: the shared session).
+        self.viewer_id: str | None = None
         self.shared = TrackedState(state or {}, self._wake_all)
         self.config = TrackedState(config or {}, self._wake_all)
 
@@ -200,15 +204,42 @@ class ViewerSession:
         def on_event(event: str, layer: ServedLayer) -> None:
             self.shared.update(lambda s: apply_layer_event(s, event, layer))
 
+        self._registry = registry
+        self._listener = on_event
         registry.add_listener(on_event)
+
+    def detach(self) -> None:
+        """Stop following the layers (a dropped per-viewer copy) and end its streams."""
+        if self._registry is not None:
+            self._registry.remove_listener(self._listener)
+        self.close()
+
+    def copy_for(self, viewer_id: str) -> ViewerSession:
+        """A session of its own for one viewer: starts from this one's states, follows the
+        same layers and shares its actions; camera and layout then go their own way."""
+        copy_ = ViewerSession(self.token, self.shared.snapshot()[0], self.config.snapshot()[0])
+        copy_.viewer_id = viewer_id
+        copy_._actions = self._actions
+        if self._registry is not None:
+            copy_.follow(self._registry)
+        return copy_
 
 
 class ViewerSessions:
-    """The viewer sessions of one app, by token."""
+    """The viewer sessions of one app, by token, and each viewer's own copies of them.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    max_copies
+        Per-viewer copies kept; beyond that, the least recently used one with no open
+        connection is dropped (its viewer starts again from the shared session).
+    """
+
+    def __init__(self, max_copies: int = 256) -> None:
         self._lock = threading.Lock()
         self._sessions: dict[str, ViewerSession] = {}
+        self._copies: dict[tuple[str, str], ViewerSession] = {}
+        self.max_copies = max_copies
 
     def add(self, session: ViewerSession) -> ViewerSession:
         with self._lock:
@@ -224,9 +255,37 @@ class ViewerSessions:
             raise NotFoundError(f"no viewer session {token!r}")
         return session
 
+    def for_viewer(self, token: str, viewer_id: str | None) -> ViewerSession:
+        """The session ``token`` as viewer ``viewer_id`` sees it: their own copy (made on
+        first use), so that each person's camera, layers and layout stay theirs.
+        None (the single local user) gets the shared session itself."""
+        template = self.get(token)
+        if viewer_id is None:
+            return template
+        key = (token, viewer_id)
+        with self._lock:
+            session = self._copies.pop(key, None)
+            if session is not None:
+                self._copies[key] = session  # most recently used last
+                return session
+        session = template.copy_for(viewer_id)
+        with self._lock:
+            session = self._copies.setdefault(key, session)
+            while len(self._copies) > self.max_copies:
+                idle = next((k for k, v in self._copies.items() if v.num_clients == 0), None)
+                if idle is None or idle == key:
+                    break
+                self._copies.pop(idle).detach()
+        return session
+
+    def viewers(self, token: str) -> list[ViewerSession]:
+        """The per-viewer copies of ``token``."""
+        with self._lock:
+            return [v for (t, _), v in self._copies.items() if t == token]
+
     def list(self) -> list[ViewerSession]:
         with self._lock:
-            return list(self._sessions.values())
+            return list(self._sessions.values()) + list(self._copies.values())
 
     def close_all(self) -> None:
         for session in self.list():

@@ -170,5 +170,13 @@
     loadLogs(job.id).catch((e) => ui.status("logs: " + e.message, true));
   }
 
-  ui.whenReady(() => refresh().catch(() => {}));
+  ui.whenReady(() => {
+    // Jobs are the owner's; other roles do not see the section.
+    const role = IW.project.info && IW.project.info.role;
+    if (role && role !== "owner") {
+      list.closest("section").hidden = true;
+      return;
+    }
+    refresh().catch(() => {});
+  });
 })();

@@ -165,6 +165,7 @@
   // Hooks for the later parts (SAM, jobs): their sections go above the status line, their
   // keys into the help, and they start once the project is known.
   const readyCallbacks = [];
+  const eventListeners = [];
   IW.panel = {
     el, section, status, request, requestUrl, prefix,
     addSection(node) {
@@ -174,6 +175,9 @@
       for (const [k, v] of rows) {
         helpTable.appendChild(el("tr", {}, el("td", {}, el("kbd", {}, k)), el("td", {}, v)));
       }
+    },
+    onEvent(fn) {
+      eventListeners.push(fn);
     },
     whenReady(fn) {
       if (IW.ready) fn();
@@ -391,6 +395,7 @@
     socket.onmessage = (message) => {
       const event = JSON.parse(message.data);
       const payload = event.payload || {};
+      for (const fn of eventListeners) fn(event);
       switch (event.kind) {
         case "hello":
           applyInfo(payload);
@@ -408,6 +413,8 @@
           break;
         case "live":
           liveInput.checked = !!payload.enabled;
+          break;
+        case "presence": // for the hooks (people.js)
           break;
         default: // labels, classes
           refreshSoon();

@@ -152,6 +152,14 @@
   const originalFetch = window.fetch.bind(window);
   window.fetch = function (input, init) {
     const url = typeof input === "string" ? input : input && input.url;
+    // The server takes state-changing requests only as JSON; the stock client sends its
+    // JSON posts as text/plain.
+    if (url && /\/(state|action|credentials)\/[^/]+$/.test(url) && init &&
+        typeof init.body === "string") {
+      const headers = new Headers(init.headers || {});
+      if (!headers.has("Content-Type")) headers.set("Content-Type", "application/json");
+      init = Object.assign({}, init, { headers });
+    }
     if (url && /\/state\/[^/]+$/.test(url) && init && typeof init.body === "string") {
       try {
         const message = JSON.parse(init.body);

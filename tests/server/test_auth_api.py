@@ -15,7 +15,7 @@ from ilastik_web.errors import (
     SourceError,
     UnauthenticatedError,
 )
-from ilastik_web.server.auth import TOKEN_COOKIE
+from ilastik_web.server.auth import SESSION_COOKIE
 from ilastik_web.server.context import CONTEXT_KEY
 from ilastik_web.server.errors import status_for
 from ilastik_web.server.openapi import openapi_document
@@ -54,15 +54,25 @@ async def test_health_is_public(locked):
     assert (await resp.json())["status"] == "ok"
 
 
-async def test_query_token_sets_cookie_for_later_requests(locked):
-    resp = await locked.get(f"/v/main/?token={TOKEN}")
-    assert resp.status == 200
-    cookie = resp.cookies[TOKEN_COOKIE]
-    assert cookie.value == TOKEN
+async def test_query_token_is_exchanged_for_a_session_cookie(locked):
+    resp = await locked.get(f"/v/main/?project=p&token={TOKEN}", allow_redirects=False)
+    # The token leaves the URL at once: a redirect to the same page without it.
+    assert resp.status == 303
+    assert resp.headers["Location"].endswith("/v/main/?project=p")
+    assert TOKEN not in resp.headers["Location"]
+    cookie = resp.cookies[SESSION_COOKIE]
+    assert cookie.value != TOKEN and TOKEN not in cookie.value
     assert cookie["httponly"]
+    assert cookie["samesite"] == "Strict"
     # the browser's next requests carry only the cookie
     resp = await locked.get("/precomputed/raw/v0/info")
     assert resp.status == 200
+
+
+async def test_wrong_query_token_is_refused_without_a_cookie(locked):
+    resp = await locked.get("/v/main/?token=wrong", allow_redirects=False)
+    assert resp.status == 401
+    assert SESSION_COOKIE not in resp.cookies
 
 
 async def test_open_server_needs_no_token(client):

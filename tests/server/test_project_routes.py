@@ -101,7 +101,8 @@ async def test_undo_redo(client):
 )
 async def test_malformed_strokes_are_400(client, body, message):
     if isinstance(body, bytes):
-        resp = await client.post("/api/projects/p/strokes", data=body)
+        resp = await client.post("/api/projects/p/strokes", data=body,
+                                     headers={"Content-Type": "application/json"})
     else:
         resp = await client.post("/api/projects/p/strokes", json=body)
     assert resp.status == 400

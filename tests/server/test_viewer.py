@@ -118,7 +118,8 @@ async def test_state_round_trip_between_two_clients(client):
 
 @pytest.mark.parametrize("body", [b"not json", b"[]", b'{"s": {}}', b'{"s": 1, "g": 1, "c": "x"}'])
 async def test_malformed_state_post_is_400(client, body):
-    resp = await client.post("/state/main", data=body)
+    resp = await client.post("/state/main", data=body,
+                             headers={"Content-Type": "application/json"})
     assert resp.status == 400
     assert "error" in await resp.json()
 
