@@ -52,3 +52,39 @@ def blobs():
 @pytest.fixture
 def blob_source(blobs):
     return pyramid_of(blobs[0])
+
+
+def write_corrupt_zarr(folder, shape=(32, 128, 128), chunks=(16, 64, 64), bad=(1, 0, 1),
+                       seed=0):
+    """A zstd-compressed zarr v2 array (uint16) with one storage chunk truncated.
+
+    Returns ``(path, data, bad_box)``: ``bad_box`` is the (z, y, x) box of the truncated
+    chunk, whose stored bytes no longer decode ("Truncated Zstd-compressed stream"-like).
+    """
+    import tensorstore as ts
+
+    from ilastik_web.abc import Box
+
+    rng = np.random.default_rng(seed)
+    data = rng.integers(100, 4000, size=shape, dtype=np.uint16)
+    path = folder / "vol.zarr"
+    store = ts.open({
+        "driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"},
+        "metadata": {"shape": list(shape), "chunks": list(chunks), "dtype": "<u2",
+                     "compressor": {"id": "zstd", "level": 1}},
+        "create": True,
+    }).result()
+    store[...] = data
+    chunk_file = path / ".".join(str(i) for i in bad)
+    raw = chunk_file.read_bytes()
+    chunk_file.write_bytes(raw[: len(raw) // 2])
+    start = tuple(i * c for i, c in zip(bad, chunks, strict=True))
+    bad_box = Box(start, tuple(min(a + c, s) for a, c, s in zip(start, chunks, shape,
+                                                                 strict=True)))
+    return path, data, bad_box
+
+
+@pytest.fixture
+def corrupt_zarr(tmp_path):
+    """``(path, data, bad_box)`` of :func:`write_corrupt_zarr` in a temporary folder."""
+    return write_corrupt_zarr(tmp_path)

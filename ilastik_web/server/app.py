@@ -20,6 +20,7 @@ from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_jobs import job_routes
+from ilastik_web.server.routes_notices import notice_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
@@ -122,7 +123,8 @@ def create_app(
     session.follow(registry)
 
     table.extend(api_routes(ctx))
-    table.extend(precomputed_routes(registry, ctx.executor, cache))
+    table.extend(precomputed_routes(registry, ctx.executor, cache, ctx.damage))
+    table.extend(notice_routes(ctx))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor))
     table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,

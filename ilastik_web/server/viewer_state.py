@@ -52,9 +52,12 @@ def layer_spec(layer: ServedLayer) -> dict[str, Any]:
     if layer.kind == "image":
         if display.shader is not None:
             spec["shader"] = display.shader
+        controls = dict(display.shader_controls)
         if display.contrast_range is not None:
             low, high = display.contrast_range
-            spec["shaderControls"] = {"normalized": {"range": [low, high]}}
+            controls["normalized"] = {"range": [low, high]}
+        if controls:
+            spec["shaderControls"] = controls
     elif display.segment_colors:
         spec["segmentColors"] = {str(k): v for k, v in display.segment_colors.items()}
     return spec
