@@ -9,6 +9,7 @@ array and the result back into the package's (c, z, y, x) convention.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -83,10 +84,16 @@ def short_reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+#: tensorstore's "<CODE>: Error reading <file or URL>: " before the cause; the file is
+#: named by the chunk box already.
+_READ_PREFIX = re.compile(r'^[A-Z_]+: Error reading (?:local file "[^"]*"|\S+): ')
+
+
 def _reason(exc: BaseException) -> str:
+    """Why a read failed, in a few words (``Truncated Zstd-compressed stream; …``)."""
     if isinstance(exc, TimeoutError):
         return f"no answer within {exc.args[0] if exc.args else '?'} s"
-    return short_reason(exc)
+    return _READ_PREFIX.sub("", short_reason(exc))
 
 
 def role_of_axis_name(name: str, location: str) -> str:
