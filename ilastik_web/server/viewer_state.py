@@ -167,3 +167,64 @@ def canonicalize(state: Any, base_url: str) -> Any:
     text = json.dumps(state)
     text = text.replace(base_url + PRECOMPUTED_PREFIX + "/", ORIGIN + PRECOMPUTED_PREFIX + "/")
     return json.loads(text)
+
+
+def _rebase_layer(base: dict[str, Any], mine: dict[str, Any],
+                  theirs: dict[str, Any]) -> dict[str, Any]:
+    """``theirs`` with the settings ``mine`` changed from ``base``; the source follows
+    ``theirs`` unless ``mine`` points at another URL."""
+    out = copy.deepcopy(theirs)
+    for key in set(mine) | set(base):
+        if key == "source":
+            if _source_url(mine) != _source_url(base):
+                out["source"] = mine["source"]
+        elif mine.get(key) != base.get(key):
+            if key in mine:
+                out[key] = mine[key]
+            else:
+                out.pop(key, None)
+    return out
+
+
+def rebase_state(base: dict[str, Any], mine: dict[str, Any],
+                 theirs: dict[str, Any]) -> dict[str, Any]:
+    """Three-way merge of viewer states: the changes ``mine`` made to ``base`` applied on
+    top of ``theirs`` (the current state, which moved on from ``base`` meanwhile).
+
+    Top-level settings ``mine`` changed win; the rest come from ``theirs``. Layers pair
+    up by name: a layer ``mine`` left alone takes ``theirs``'s version (new source URLs
+    the server published), one it edited keeps those edits; layers ``mine`` added or
+    removed stay added or removed, layers the server added meanwhile are kept.
+    """
+    out = copy.deepcopy(theirs)
+    for key in set(mine) | set(base):
+        if key == "layers":
+            continue
+        if mine.get(key) != base.get(key):
+            if key in mine:
+                out[key] = mine[key]
+            else:
+                out.pop(key, None)
+
+    def by_name(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        layers = state.get("layers")
+        return {spec.get("name"): spec for spec in layers if isinstance(spec, dict)} \
+            if isinstance(layers, list) else {}
+
+    base_layers, their_layers = by_name(base), by_name(theirs)
+    mine_list = [s for s in mine.get("layers") or [] if isinstance(s, dict)]
+    layers = []
+    for spec in mine_list:
+        name = spec.get("name")
+        before, now = base_layers.get(name), their_layers.get(name)
+        if before is None:
+            layers.append(spec)  # added by this client
+        elif now is not None:  # (else removed meanwhile)
+            layers.append(now if spec == before else _rebase_layer(before, spec, now))
+    mine_names = {spec.get("name") for spec in mine_list}
+    for name, spec in their_layers.items():
+        if name not in base_layers and name not in mine_names:
+            layers.append(spec)  # added meanwhile
+    if layers or "layers" in theirs or "layers" in mine:
+        out["layers"] = layers
+    return out

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paint_helpers import screen_points, wait_for
+from paint_helpers import PANEL, drag, screen_points, wait_for, xy_panel_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,13 +37,14 @@ def serve(tmp_path) -> Iterator:
     """``serve(*paths_and_options)`` starts ``ilastik-web serve`` and returns a Served."""
     started: list[subprocess.Popen] = []
 
-    def start(*args: str) -> Served:
+    def start(*args: str, project: bool = False) -> Served:
         port = _free_port()
         log = tmp_path / f"server-{port}.log"
         with open(log, "w") as err:
             process = subprocess.Popen(
                 [sys.executable, "-m", "ilastik_web", "serve", *args, "--port", str(port),
-                 "--no-browser", "--no-project", "--log-level", "WARNING"],
+                 "--no-browser", *([] if project else ["--no-project"]),
+                 "--project", str(tmp_path / f"project-{port}"), "--log-level", "WARNING"],
                 stdout=subprocess.PIPE, stderr=err, text=True,
                 env={**os.environ, "ILASTIK_WEB_DATA": str(tmp_path / "data")},
             )
@@ -133,5 +134,40 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
         return None
     wait_for(colours, 60, "channel 0 green on the left, channel 1 magenta on the right")
     page.screenshot(path=str(artifacts / "two-channels.png"))
+    assert not errors, errors
+    page.close()
+
+
+def test_painting_while_moving_gives_no_state_errors(serve, browser, tmp_path):
+    """Strokes publish new label versions while the user moves the view: the state
+    protocol rebases instead of answering 412, so the console stays clean."""
+    import tifffile
+
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(tmp_path / "blobs.tif", rng.integers(0, 255, (8, 128, 128), np.uint8))
+    served = serve(str(tmp_path / "blobs.tif"), "--voxel-size", "40,8,8", project=True)
+    page, errors = _page(browser)
+    statuses: list[int] = []
+    console: list[str] = []
+    page.on("response", lambda r: statuses.append(r.status) if "/state/" in r.url else None)
+    page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    page.goto(served.url)
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.viewReady",
+                           timeout=60_000)
+    page.evaluate("""viewer.state.children.get("layout").restoreState("xy")""")
+    page.wait_for_selector(PANEL)
+    page.keyboard.press("p")
+    box = xy_panel_box(page)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    for i in range(8):
+        y = cy - 60 + 15 * i
+        drag(page, [[cx - 50, y], [cx, y], [cx + 50, y]])
+        page.mouse.wheel(0, 100 if i % 2 else -100)  # move while the new labels publish
+        page.mouse.move(cx + 5 * i, cy)
+    wait_for(lambda: page.evaluate("ilastikWeb.brush.pending.length") == 0, 60,
+             "every stroke shown by the labels layer")
+    wait_for(lambda: len(statuses) >= 8, 30, "state posts")
+    assert 412 not in statuses, statuses
+    assert not [m for m in console if "412" in m or "Precondition" in m], console
     assert not errors, errors
     page.close()
