@@ -88,3 +88,37 @@ def write_corrupt_zarr(folder, shape=(32, 128, 128), chunks=(16, 64, 64), bad=(1
 def corrupt_zarr(tmp_path):
     """``(path, data, bad_box)`` of :func:`write_corrupt_zarr` in a temporary folder."""
     return write_corrupt_zarr(tmp_path)
+
+
+def write_tensorstore_n5(path, data_zyx: np.ndarray) -> None:
+    """An N5 dataset the way tensorstore writes one: attributes.json with dimensions,
+    blockSize, dataType, compression, and nothing else (no resolution, no factors)."""
+    import tensorstore as ts
+
+    reversed_data = data_zyx.transpose(2, 1, 0)
+    store = ts.open({
+        "driver": "n5", "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {"dimensions": list(reversed_data.shape), "blockSize": [16, 16, 4],
+                     "dataType": data_zyx.dtype.name, "compression": {"type": "zstd"}},
+        "create": True,
+    }).result()
+    store.write(reversed_data).result()
+
+
+@pytest.fixture
+def n5_writer():
+    """:func:`write_tensorstore_n5`."""
+    return write_tensorstore_n5
+
+
+@pytest.fixture
+def tensorstore_n5(tmp_path):
+    """``vol.n5/raw/s0`` (8 x 40 x 36) and ``s1`` (8 x 20 x 18), written by tensorstore:
+    ``(container, data, coarse)``."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4000, (8, 40, 36), dtype=np.uint16)
+    container = tmp_path / "vol.n5"
+    write_tensorstore_n5(container / "raw" / "s0", data)
+    coarse = data[:, ::2, ::2]
+    write_tensorstore_n5(container / "raw" / "s1", coarse)
+    return container, data, coarse

@@ -171,3 +171,20 @@ def test_painting_while_moving_gives_no_state_errors(serve, browser, tmp_path):
     assert not [m for m in console if "412" in m or "Precondition" in m], console
     assert not errors, errors
     page.close()
+
+
+def test_tensorstore_n5_container_opens_with_a_voxel_size_warning(serve, browser,
+                                                                  tensorstore_n5):
+    container, _, _ = tensorstore_n5
+    served = serve(str(container))
+    page, errors = _page(browser)
+    page.goto(served.url)
+    wait_for(lambda: page.locator(".neuroglancer-layer-item-label").count() > 0, 60,
+             "the layer bar")
+    assert page.locator(".neuroglancer-layer-item-label").first.inner_text() == "raw"
+    notice = page.locator("#iw-notices")
+    wait_for(lambda: notice.is_visible(), 60, "the voxel-size warning")
+    assert "no voxel size" in notice.inner_text() and "--voxel-size" in notice.inner_text()
+    assert "no voxel size" in served.log_text()
+    assert not errors, errors
+    page.close()
