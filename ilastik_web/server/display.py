@@ -73,6 +73,9 @@ class LayerDisplay:
         Layer opacity, 0..1.
     visible
         Whether the layer starts visible.
+    on_top
+        Drawn above the other layers (training labels over predictions), also when
+        layers are added later.
     """
 
     shader: str | None = None
@@ -81,6 +84,7 @@ class LayerDisplay:
     segment_colors: dict[int, str] = field(default_factory=dict)
     opacity: float | None = None
     visible: bool = True
+    on_top: bool = False
 
 
 def class_colors(num_classes: int) -> dict[int, str]:

@@ -240,7 +240,8 @@ class ViewerSession:
         """Keep this session's layers in step with ``registry`` (added, new versions, removed)."""
 
         def on_event(event: str, layer: ServedLayer) -> None:
-            self.shared.update(lambda s: apply_layer_event(s, event, layer))
+            on_top = [other.layer_id for other in registry.list() if other.display.on_top]
+            self.shared.update(lambda s: apply_layer_event(s, event, layer, on_top=on_top))
 
         registry.add_listener(on_event)
 

@@ -81,7 +81,8 @@ def initial_state(
         The volume whose voxel grid defines the x, y, z dimensions (in nm) and the
         initial view: centred, fitted, cross-sections (only xy for a 2D image).
     """
-    state: dict[str, Any] = {"layers": [layer_spec(layer) for layer in layers]}
+    ordered = sorted(layers, key=lambda layer: layer.display.on_top)  # stable
+    state: dict[str, Any] = {"layers": [layer_spec(layer) for layer in ordered]}
     if reference is None:
         state["layout"] = "4panel"
         return state
@@ -136,12 +137,16 @@ def find_layer(state: dict[str, Any], layer_id: str) -> dict[str, Any] | None:
     return None
 
 
-def apply_layer_event(state: dict[str, Any], event: str, layer: ServedLayer) -> dict[str, Any]:
+def apply_layer_event(
+    state: dict[str, Any], event: str, layer: ServedLayer, *, on_top: Sequence[str] = ()
+) -> dict[str, Any]:
     """A copy of ``state`` updated for a registry event.
 
-    ``"added"`` appends the layer (unless shown already), ``"changed"`` points its
-    source at the current version (adding it if missing), ``"removed"`` drops it. Other
-    settings the user made (visibility, shader edits, position) are kept.
+    ``"added"`` appends the layer (unless shown already) — below the layers listed in
+    ``on_top`` (ids of layers drawn above the rest) unless it is one of them —
+    ``"changed"`` points its source at the current version (adding it if missing),
+    ``"removed"`` drops it. Other settings the user made (visibility, shader edits,
+    position) are kept.
     """
     new = copy.deepcopy(state)
     layers = new.setdefault("layers", [])
@@ -150,7 +155,12 @@ def apply_layer_event(state: dict[str, Any], event: str, layer: ServedLayer) -> 
         if spec is not None:
             layers.remove(spec)
     elif spec is None:
-        layers.append(layer_spec(layer))
+        above = [find_layer(new, other) for other in on_top if other != layer.layer_id]
+        positions = [layers.index(s) for s in above if s is not None]
+        if layer.layer_id in on_top or not positions:
+            layers.append(layer_spec(layer))
+        else:
+            layers.insert(min(positions), layer_spec(layer))
     else:
         _set_source_url(spec, layer_source(layer.layer_id, layer.version))
     return new

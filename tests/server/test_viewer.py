@@ -184,3 +184,21 @@ def test_layer_event_handles_a_list_of_sources_mid_swap(volume_and_data):
     assert find_layer(state, "p-labels") is state["layers"][0]
     updated = apply_layer_event(state, "changed", layer)
     assert updated["layers"][0]["source"] == {"url": layer_source("p-labels", "v3"), "x": 1}
+
+
+async def test_labels_stay_on_top_when_layers_are_added(aiohttp_client, make_app, raw_layer,
+                                                        make_volume):
+    from ilastik_web.server.display import LayerDisplay
+
+    labels = VersionedLayer("labels", "segmentation", name="labels",
+                            display=LayerDisplay(on_top=True))
+    early = VersionedLayer("early", name="early")
+    app = make_app([raw_layer, labels, early])
+    client = await aiohttp_client(app)
+    session = client.app[CONTEXT_KEY].default_session
+    state, _ = session.shared.snapshot()
+    assert [layer["name"] for layer in state["layers"]] == ["vol", "early", "labels"]
+    client.app[CONTEXT_KEY].registry.add(VersionedLayer("pred", name="predictions"))
+    state, _ = session.shared.snapshot()
+    assert [layer["name"] for layer in state["layers"]] == ["vol", "early", "predictions",
+                                                           "labels"]
