@@ -188,7 +188,13 @@ def open_layers(args: argparse.Namespace, resources: Resources) -> tuple[list, l
         name = volume.name or Path(str(location)).stem
         layer_id = make_layer_id(name, taken)
         taken.append(layer_id)
-        layer = StaticLayer(layer_id, volume, cache=cache, location=str(location), **kwargs)
+        warnings = []
+        if voxel_size is None and volume.base.voxel_size == (1.0, 1.0, 1.0):
+            warnings.append(f"{location}: no voxel size in the metadata, shown as 1 nm; "
+                            "pass --voxel-size z,y,x (nm) to set it")
+            log.warning("%s", warnings[-1])
+        layer = StaticLayer(layer_id, volume, cache=cache, location=str(location),
+                            warnings=tuple(warnings), **kwargs)
         log.info("serving %s as %r: %r", location, layer_id, volume)
         layers.append(layer)
         return layer
@@ -212,7 +218,9 @@ def open_layers(args: argparse.Namespace, resources: Resources) -> tuple[list, l
     if demo.labels_path is not None:
         names = demo.class_names
         num_classes = max(names) if isinstance(names, dict) and names else len(names)
-        display = LayerDisplay(segment_colors=class_colors(num_classes), opacity=0.35)
+        # Hidden at start: at full view it looks like a finished segmentation.
+        display = LayerDisplay(segment_colors=class_colors(num_classes), opacity=0.35,
+                               visible=False)
         add(demo.labels_path, voxel_size, kind="segmentation", name="ground truth",
             display=display)
     if not args.no_project:

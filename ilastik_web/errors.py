@@ -58,3 +58,26 @@ class ConflictError(IlastikWebError):
 
 class StorageError(IlastikWebError):
     """A write to disk failed (full disk, I/O error); nothing was changed (maps to 507)."""
+class ChunkReadError(SourceError):
+    """Stored data could not be read: a corrupt chunk, a timeout, a server error.
+
+    Metadata was fine, so the rest of the volume is probably readable: callers that can
+    (the viewer) fill the region and carry on; others fail with this message.
+
+    Attributes
+    ----------
+    location
+        The source, as the user named it.
+    chunks
+        The (z, y, x) boxes of the storage chunks that failed, in that source's voxels.
+    reason
+        One line from the storage layer (``Truncated Zstd-compressed stream``, a timeout).
+    """
+
+    def __init__(self, location: str, chunks, reason: str):
+        self.location = location
+        self.chunks = tuple(chunks)
+        self.reason = reason
+        regions = ", ".join(str(box) for box in self.chunks[:3])
+        more = f" and {len(self.chunks) - 3} more" if len(self.chunks) > 3 else ""
+        super().__init__(f"{location}: unreadable chunk {regions}{more} (z, y, x): {reason}")

@@ -19,7 +19,13 @@ from typing import Any
 import numpy as np
 
 from ilastik_web.abc import Box, LazyVolume, MultiscaleVolume
-from ilastik_web.errors import InvalidRequestError, NotFoundError, OutOfBoundsError
+from ilastik_web.damage import read_tolerant
+from ilastik_web.errors import (
+    ChunkReadError,
+    InvalidRequestError,
+    NotFoundError,
+    OutOfBoundsError,
+)
 
 #: Fast gzip: chunks are generated per request, so speed beats ratio.
 GZIP_LEVEL = 1
@@ -174,9 +180,16 @@ def encode_chunk(data: np.ndarray) -> bytes:
     return np.ascontiguousarray(data, dtype=dtype).tobytes()
 
 
-def read_chunk(volume: MultiscaleVolume, level: int, box: Box, *, gzipped: bool) -> bytes:
-    """Read, encode and optionally gzip one chunk (blocking; run it in a worker thread)."""
-    body = encode_chunk(volume.levels[level].read(box))
+def read_chunk(
+    volume: MultiscaleVolume, level: int, box: Box, *, gzipped: bool
+) -> tuple[bytes, tuple[ChunkReadError, ...]]:
+    """Read, encode and optionally gzip one chunk (blocking; run it in a worker thread).
+
+    Returns the body and the read failures: parts of the chunk whose stored data could
+    not be read are sent as zeros, so one bad storage chunk blanks only its own region.
+    """
+    result = read_tolerant(volume.levels[level], box)
+    body = encode_chunk(result.data)
     if gzipped:
         body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-    return body
+    return body, result.errors

@@ -87,3 +87,71 @@ def fill_disk(folder) -> list:
         except OSError:
             if os.path.getsize(path) == 0:
                 return files
+def write_corrupt_zarr(folder, shape=(32, 128, 128), chunks=(16, 64, 64), bad=(1, 0, 1),
+                       seed=0):
+    """A zstd-compressed zarr v2 array (uint16) with one storage chunk truncated.
+
+    Returns ``(path, data, bad_box)``: ``bad_box`` is the (z, y, x) box of the truncated
+    chunk, whose stored bytes no longer decode ("Truncated Zstd-compressed stream"-like).
+    """
+    import tensorstore as ts
+
+    from ilastik_web.abc import Box
+
+    rng = np.random.default_rng(seed)
+    data = rng.integers(100, 4000, size=shape, dtype=np.uint16)
+    path = folder / "vol.zarr"
+    store = ts.open({
+        "driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"},
+        "metadata": {"shape": list(shape), "chunks": list(chunks), "dtype": "<u2",
+                     "compressor": {"id": "zstd", "level": 1}},
+        "create": True,
+    }).result()
+    store[...] = data
+    chunk_file = path / ".".join(str(i) for i in bad)
+    raw = chunk_file.read_bytes()
+    chunk_file.write_bytes(raw[: len(raw) // 2])
+    start = tuple(i * c for i, c in zip(bad, chunks, strict=True))
+    bad_box = Box(start, tuple(min(a + c, s) for a, c, s in zip(start, chunks, shape,
+                                                                 strict=True)))
+    return path, data, bad_box
+
+
+@pytest.fixture
+def corrupt_zarr(tmp_path):
+    """``(path, data, bad_box)`` of :func:`write_corrupt_zarr` in a temporary folder."""
+    return write_corrupt_zarr(tmp_path)
+
+
+def write_tensorstore_n5(path, data_zyx: np.ndarray) -> None:
+    """An N5 dataset the way tensorstore writes one: attributes.json with dimensions,
+    blockSize, dataType, compression, and nothing else (no resolution, no factors)."""
+    import tensorstore as ts
+
+    reversed_data = data_zyx.transpose(2, 1, 0)
+    store = ts.open({
+        "driver": "n5", "kvstore": {"driver": "file", "path": str(path)},
+        "metadata": {"dimensions": list(reversed_data.shape), "blockSize": [16, 16, 4],
+                     "dataType": data_zyx.dtype.name, "compression": {"type": "zstd"}},
+        "create": True,
+    }).result()
+    store.write(reversed_data).result()
+
+
+@pytest.fixture
+def n5_writer():
+    """:func:`write_tensorstore_n5`."""
+    return write_tensorstore_n5
+
+
+@pytest.fixture
+def tensorstore_n5(tmp_path):
+    """``vol.n5/raw/s0`` (8 x 40 x 36) and ``s1`` (8 x 20 x 18), written by tensorstore:
+    ``(container, data, coarse)``."""
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 4000, (8, 40, 36), dtype=np.uint16)
+    container = tmp_path / "vol.n5"
+    write_tensorstore_n5(container / "raw" / "s0", data)
+    coarse = data[:, ::2, ::2]
+    write_tensorstore_n5(container / "raw" / "s1", coarse)
+    return container, data, coarse

@@ -27,6 +27,7 @@ LAYERS = {
     "ilastik_web.cancel": CORE,
     "ilastik_web.cache": CORE,
     "ilastik_web.resources": CORE,
+    "ilastik_web.damage": CORE,
     "ilastik_web.argtypes": CORE,
     "ilastik_web.pyramid": CORE,
     "ilastik_web.sources": CORE,

@@ -20,6 +20,7 @@ from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_jobs import job_routes
+from ilastik_web.server.routes_notices import notice_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
@@ -104,7 +105,9 @@ def create_app(
 
     table.extend(api_routes(ctx))
     table.extend(access_routes(ctx.access, ctx.projects, ctx.viewer_path()))
-    table.extend(precomputed_routes(registry, resources.chunks, resources.cache("chunks")))
+    table.extend(precomputed_routes(registry, resources.chunks, resources.cache("chunks"),
+                                    ctx.damage))
+    table.extend(notice_routes(ctx))
     table.extend(viewer_routes(sessions, ctx.client, resources.interactive))
     table.extend(project_routes(ctx.projects, resources.interactive, ctx.access))
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
+from ilastik_web.damage import DamageLog
 from ilastik_web.resources import Lane, Resources
 from ilastik_web.server.auth import Access
 from ilastik_web.server.layers import LayerRegistry
@@ -34,6 +35,7 @@ class ServerContext:
     table: RouteTable
     client: StaticClient
     projects: ProjectHub
+    damage: DamageLog = field(default_factory=DamageLog)
 
     @property
     def executor(self) -> Lane:

@@ -18,11 +18,7 @@ from typing import Literal
 from ilastik_web.abc import MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, InvalidRequestError, NotFoundError, NotReadyError
-from ilastik_web.server.display import (
-    LayerDisplay,
-    estimate_contrast_range,
-    image_shader,
-)
+from ilastik_web.server.display import LayerDisplay, image_display
 from ilastik_web.server.served_pyramid import complete_pyramid
 
 log = logging.getLogger(__name__)
@@ -131,10 +127,7 @@ class ServedLayer(ABC):
 def _default_display(kind: LayerKind, volume: MultiscaleVolume) -> LayerDisplay:
     if kind == "segmentation":
         return LayerDisplay()
-    return LayerDisplay(
-        shader=image_shader(volume.base.num_channels),
-        contrast_range=estimate_contrast_range(volume),
-    )
+    return image_display(volume)
 
 
 class StaticLayer(ServedLayer):
@@ -154,6 +147,9 @@ class StaticLayer(ServedLayer):
         (on first use) for images.
     location
         Where the source came from (path or URL), for listings.
+    warnings
+        What the user should know about the source (shown in the viewer), e.g. that
+        its metadata had no voxel size.
     """
 
     VERSION = "v0"
@@ -168,10 +164,12 @@ class StaticLayer(ServedLayer):
         cache: ArrayCache | None = None,
         display: LayerDisplay | None = None,
         location: str | None = None,
+        warnings: tuple[str, ...] = (),
     ):
         super().__init__(layer_id, kind, name=name or volume.name or layer_id)
         self._volume = complete_pyramid(volume, kind=kind, cache=cache)
         self.location = location
+        self.warnings = tuple(warnings)
         self._display = display
         self._display_lock = threading.Lock()
 

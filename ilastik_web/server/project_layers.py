@@ -82,7 +82,7 @@ class LabelLayer(ServedLayer):
     @property
     def display(self) -> LayerDisplay:
         colors = {c.value: c.color for c in self.project.classes}
-        return LayerDisplay(segment_colors=colors, opacity=0.8)
+        return LayerDisplay(segment_colors=colors, opacity=0.8, on_top=True)
 
     def _on_project_event(self, kind: str, payload: dict) -> None:
         if kind in ("labels", "classes"):
@@ -132,3 +132,14 @@ class PredictionLayer(ServedLayer):
     def _on_project_event(self, kind: str, payload: dict) -> None:
         if kind in ("generation", "classes"):
             self._notify_changed()
+
+
+def export_display(export: str, volume: MultiscaleVolume, classes) -> LayerDisplay | None:
+    """How a finished export shows: in the project's class colours, like the live
+    prediction layers (None: the default display)."""
+    colors = [c.color for c in classes]
+    if export == "segmentation":
+        return LayerDisplay(segment_colors={c.value: c.color for c in classes}, opacity=0.5)
+    if export == "probabilities" and volume.base.num_channels == len(colors):
+        return LayerDisplay(shader=probability_shader(colors), opacity=0.5)
+    return None

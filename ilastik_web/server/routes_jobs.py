@@ -26,6 +26,7 @@ from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import OUTPUTS
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.resources import EXPORT_NICE, Resources
+from ilastik_web.server.project_layers import export_display
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.sources.location import check_allowed
@@ -187,9 +188,12 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
             summary = service.get(job_id)
             volume = service.output_source(job_id)
             kind = "segmentation" if summary["export"] == "segmentation" else "image"
+            # A short name (the layer bar is narrow) and the project's class colours.
             layer = StaticLayer(f"{served.project_id}-job-{job_id}", volume, kind=kind,
-                                name=f"{summary['export']} (job {job_id})", cache=cache,
-                                location=summary["output"])
+                                name=f"{summary['export']} {job_id.rsplit('-', 1)[-1]}",
+                                cache=cache, location=summary["output"],
+                                display=export_display(summary["export"], volume,
+                                                       served.project.classes))
             hub.registry.replace(layer)
             return {"layer_id": layer.layer_id, "job": summary}
 

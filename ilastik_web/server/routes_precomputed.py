@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ilastik_web.cache import ArrayCache
 from ilastik_web.cancel import Cancelled, CancelToken, cancellable
+from ilastik_web.damage import DamageLog
 from ilastik_web.errors import GoneError
 from ilastik_web.resources import Lane
 from ilastik_web.server.layers import LayerRegistry
@@ -28,10 +29,23 @@ from neuroglancer_ext import precomputed
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
+#: Header on a chunk that is (partly) a fill because stored data could not be read;
+#: its value names the source, the storage chunks and the reason.
+FILL_HEADER = "X-Ilastik-Web-Fill"
+
 _LAYER_PARAMS = (
     Param("layer_id", description="Layer id, as listed by /api/sources"),
     Param("version", description="Layer version; chunks under a version never change"),
 )
+
+
+class _Filled(Exception):
+    """A chunk body with fills where the stored data could not be read."""
+
+    def __init__(self, body: bytes, failures: tuple):
+        super().__init__("chunk partly filled")
+        self.body = body
+        self.failures = failures
 
 
 def accepts_gzip(request: web.Request) -> bool:
@@ -50,13 +64,18 @@ def accepts_gzip(request: web.Request) -> bool:
 
 
 def precomputed_routes(
-    registry: LayerRegistry, executor: Executor, cache: ArrayCache | None = None
+    registry: LayerRegistry,
+    executor: Executor,
+    cache: ArrayCache | None = None,
+    damage: DamageLog | None = None,
 ) -> list[Route]:
     """The precomputed routes over ``registry``, reading chunks in ``executor``.
 
     With ``cache``, encoded chunk bodies are kept (under its byte budget) and served again
-    without recomputing them.
+    without recomputing them. Regions whose stored data cannot be read are served as zeros
+    with a :data:`FILL_HEADER` and recorded in ``damage`` (each bad chunk logged once).
     """
+    damage = damage if damage is not None else DamageLog()
 
     async def get_info(request: web.Request) -> web.Response:
         layer = registry.get(request.match_info["layer_id"])
@@ -81,11 +100,14 @@ def precomputed_routes(
         # sent; a hit is answered here without a trip through the worker pool.
         key = ("chunk", layer.layer_id, request.match_info["version"], level_index, box, gzipped)
         cached = cache.get(key) if cache is not None else None
+        failures: tuple = ()
         if cached is not None:
             body = cached.data
         else:
             def encoded() -> np.ndarray:
-                data = precomputed.read_chunk(volume, level_index, box, gzipped=gzipped)
+                data, failed = precomputed.read_chunk(volume, level_index, box, gzipped=gzipped)
+                if failed:  # an exception, so the cache shares it with waiters but keeps none
+                    raise _Filled(data, failed)
                 return np.frombuffer(data, dtype=np.uint8)
 
             loop = asyncio.get_running_loop()
@@ -113,7 +135,14 @@ def precomputed_routes(
                     raise GoneError(f"version {version} of {layer.layer_id} was superseded "
                                     "while its chunk waited") from None
                 raise
+            except _Filled as filled:
+                body, failures = filled.body, filled.failures
         headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+        if failures:
+            # Filled, not the data: not cached anywhere, so a repaired source shows later.
+            damage.record(failures)
+            headers["Cache-Control"] = "no-store"
+            headers[FILL_HEADER] = "; ".join(str(f) for f in failures)[:1000]
         if gzipped:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, content_type="application/octet-stream", headers=headers)

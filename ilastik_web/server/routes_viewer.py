@@ -7,7 +7,8 @@ The bundled client only boots under ``/v/<token>/`` and talks back to the same o
   ``data: {"k": key, "s": state, "g": generation}`` message whenever a state's generation
   differs from the one the client last saw (never echoing a client's own change);
 - ``POST /state/<token>`` with ``{"s": state, "g": client gen, "pg": base gen, "c":
-  client}``: answers ``{"g": new generation}``, or 412 when the base is stale;
+  client}``: answers ``{"g": new generation}``; a change on a stale but recent base is
+  rebased onto the current state (and pushed back), only a forgotten base gets 412;
 - ``POST /action/<token>`` with ``{"action": name, "state": {...}}``;
 - ``POST /credentials/<token>``: we hand out none (403).
 """
@@ -128,10 +129,10 @@ def viewer_routes(
             raise InvalidRequestError("state update needs a client id 'c' and a generation 'g'")
         state = canonicalize(message["s"], base_url(request))
         try:
-            new = session.shared.set(
+            new = session.shared.post(
                 state,
                 generation=f"{client_id}/{generation}",
-                expected_generation=str(base) if base is not None else None,
+                base=str(base) if base is not None else None,
             )
         except GenerationConflictError:
             return web.Response(status=412, text="")

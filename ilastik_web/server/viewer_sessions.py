@@ -4,9 +4,12 @@ Neuroglancer's client keeps two JSON states in sync with its server, each tagged
 generation: ``"s"`` (the viewer state: layers, position, layout) and ``"c"`` (config:
 actions, key bindings, UI flags). The server pushes a state whenever its generation
 differs from what a client last saw; a client posts its changes together with the
-generation they were based on, and a stale base is refused (412) — the client then
-takes the newer state from the push. Server code changes state through
-:meth:`TrackedState.update`, from any thread, and every connected client follows live.
+generation they were based on. A change on a stale base (the server or another client
+changed the state meanwhile, which is routine: every stroke publishes new layer
+versions) is rebased onto the current state (``viewer_state.rebase_state``) and pushed
+back, so normal use answers no 412; only a base too old to remember is refused (412),
+and the client then takes the newer state from the push. Server code changes state
+through :meth:`TrackedState.update`, from any thread, and every connected client follows live.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from typing import Any
 
 from ilastik_web.errors import InvalidRequestError, NotFoundError
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
-from ilastik_web.server.viewer_state import apply_layer_event
+from ilastik_web.server.viewer_state import apply_layer_event, rebase_state
 
 log = logging.getLogger(__name__)
 
 ActionCallback = Callable[[dict[str, Any]], None]
+
+#: Recent states kept by generation, so a client's change on one of them can be rebased.
+HISTORY = 64
 
 
 class GenerationConflictError(Exception):
@@ -52,6 +58,13 @@ class TrackedState:
         self._state = copy.deepcopy(state)
         self._generation = new_generation()
         self._on_change = on_change
+        self._history: dict[str, dict[str, Any]] = {self._generation: self._state}
+
+    def _remember(self) -> None:
+        """Record the current state under its generation (call with the lock held)."""
+        self._history[self._generation] = self._state
+        while len(self._history) > HISTORY:
+            del self._history[next(iter(self._history))]
 
     def snapshot(self) -> tuple[dict[str, Any], str]:
         """A copy of the state and its generation."""
@@ -84,6 +97,34 @@ class TrackedState:
                 )
             self._state = copy.deepcopy(state)
             self._generation = generation or new_generation()
+            self._remember()
+            result = self._generation
+        self._on_change()
+        return result
+
+    def post(self, state: dict[str, Any], *, generation: str, base: str | None) -> str:
+        """A client's change made on generation ``base``; return the new generation.
+
+        On the current base the state is taken as it is, under ``generation``. On an
+        older, remembered base the client's changes are rebased onto the current state,
+        which gets a fresh server generation, so it is pushed to that client too.
+
+        Raises
+        ------
+        GenerationConflictError
+            ``base`` is neither current nor remembered.
+        """
+        with self._lock:
+            if base is None or base == self._generation:
+                self._state = copy.deepcopy(state)
+                self._generation = generation
+            elif base in self._history:
+                self._state = rebase_state(self._history[base], copy.deepcopy(state),
+                                           self._state)
+                self._generation = new_generation()
+            else:
+                raise GenerationConflictError(f"state changed since generation {base!r}")
+            self._remember()
             result = self._generation
         self._on_change()
         return result
@@ -98,6 +139,7 @@ class TrackedState:
             result = change(draft)
             self._state = draft if result is None else result
             self._generation = new_generation()
+            self._remember()
             generation = self._generation
         self._on_change()
         return generation
@@ -202,7 +244,8 @@ class ViewerSession:
         """Keep this session's layers in step with ``registry`` (added, new versions, removed)."""
 
         def on_event(event: str, layer: ServedLayer) -> None:
-            self.shared.update(lambda s: apply_layer_event(s, event, layer))
+            on_top = [other.layer_id for other in registry.list() if other.display.on_top]
+            self.shared.update(lambda s: apply_layer_event(s, event, layer, on_top=on_top))
 
         self._registry = registry
         self._listener = on_event

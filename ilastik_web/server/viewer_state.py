@@ -52,9 +52,12 @@ def layer_spec(layer: ServedLayer) -> dict[str, Any]:
     if layer.kind == "image":
         if display.shader is not None:
             spec["shader"] = display.shader
+        controls = dict(display.shader_controls)
         if display.contrast_range is not None:
             low, high = display.contrast_range
-            spec["shaderControls"] = {"normalized": {"range": [low, high]}}
+            controls["normalized"] = {"range": [low, high]}
+        if controls:
+            spec["shaderControls"] = controls
     elif display.segment_colors:
         spec["segmentColors"] = {str(k): v for k, v in display.segment_colors.items()}
     return spec
@@ -78,7 +81,8 @@ def initial_state(
         The volume whose voxel grid defines the x, y, z dimensions (in nm) and the
         initial view: centred, fitted, cross-sections (only xy for a 2D image).
     """
-    state: dict[str, Any] = {"layers": [layer_spec(layer) for layer in layers]}
+    ordered = sorted(layers, key=lambda layer: layer.display.on_top)  # stable
+    state: dict[str, Any] = {"layers": [layer_spec(layer) for layer in ordered]}
     if reference is None:
         state["layout"] = "4panel"
         return state
@@ -133,12 +137,16 @@ def find_layer(state: dict[str, Any], layer_id: str) -> dict[str, Any] | None:
     return None
 
 
-def apply_layer_event(state: dict[str, Any], event: str, layer: ServedLayer) -> dict[str, Any]:
+def apply_layer_event(
+    state: dict[str, Any], event: str, layer: ServedLayer, *, on_top: Sequence[str] = ()
+) -> dict[str, Any]:
     """A copy of ``state`` updated for a registry event.
 
-    ``"added"`` appends the layer (unless shown already), ``"changed"`` points its
-    source at the current version (adding it if missing), ``"removed"`` drops it. Other
-    settings the user made (visibility, shader edits, position) are kept.
+    ``"added"`` appends the layer (unless shown already) — below the layers listed in
+    ``on_top`` (ids of layers drawn above the rest) unless it is one of them —
+    ``"changed"`` points its source at the current version (adding it if missing),
+    ``"removed"`` drops it. Other settings the user made (visibility, shader edits,
+    position) are kept.
     """
     new = copy.deepcopy(state)
     layers = new.setdefault("layers", [])
@@ -147,7 +155,12 @@ def apply_layer_event(state: dict[str, Any], event: str, layer: ServedLayer) -> 
         if spec is not None:
             layers.remove(spec)
     elif spec is None:
-        layers.append(layer_spec(layer))
+        above = [find_layer(new, other) for other in on_top if other != layer.layer_id]
+        positions = [layers.index(s) for s in above if s is not None]
+        if layer.layer_id in on_top or not positions:
+            layers.append(layer_spec(layer))
+        else:
+            layers.insert(min(positions), layer_spec(layer))
     else:
         _set_source_url(spec, layer_source(layer.layer_id, layer.version))
     return new
@@ -164,3 +177,64 @@ def canonicalize(state: Any, base_url: str) -> Any:
     text = json.dumps(state)
     text = text.replace(base_url + PRECOMPUTED_PREFIX + "/", ORIGIN + PRECOMPUTED_PREFIX + "/")
     return json.loads(text)
+
+
+def _rebase_layer(base: dict[str, Any], mine: dict[str, Any],
+                  theirs: dict[str, Any]) -> dict[str, Any]:
+    """``theirs`` with the settings ``mine`` changed from ``base``; the source follows
+    ``theirs`` unless ``mine`` points at another URL."""
+    out = copy.deepcopy(theirs)
+    for key in set(mine) | set(base):
+        if key == "source":
+            if _source_url(mine) != _source_url(base):
+                out["source"] = mine["source"]
+        elif mine.get(key) != base.get(key):
+            if key in mine:
+                out[key] = mine[key]
+            else:
+                out.pop(key, None)
+    return out
+
+
+def rebase_state(base: dict[str, Any], mine: dict[str, Any],
+                 theirs: dict[str, Any]) -> dict[str, Any]:
+    """Three-way merge of viewer states: the changes ``mine`` made to ``base`` applied on
+    top of ``theirs`` (the current state, which moved on from ``base`` meanwhile).
+
+    Top-level settings ``mine`` changed win; the rest come from ``theirs``. Layers pair
+    up by name: a layer ``mine`` left alone takes ``theirs``'s version (new source URLs
+    the server published), one it edited keeps those edits; layers ``mine`` added or
+    removed stay added or removed, layers the server added meanwhile are kept.
+    """
+    out = copy.deepcopy(theirs)
+    for key in set(mine) | set(base):
+        if key == "layers":
+            continue
+        if mine.get(key) != base.get(key):
+            if key in mine:
+                out[key] = mine[key]
+            else:
+                out.pop(key, None)
+
+    def by_name(state: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        layers = state.get("layers")
+        return {spec.get("name"): spec for spec in layers if isinstance(spec, dict)} \
+            if isinstance(layers, list) else {}
+
+    base_layers, their_layers = by_name(base), by_name(theirs)
+    mine_list = [s for s in mine.get("layers") or [] if isinstance(s, dict)]
+    layers = []
+    for spec in mine_list:
+        name = spec.get("name")
+        before, now = base_layers.get(name), their_layers.get(name)
+        if before is None:
+            layers.append(spec)  # added by this client
+        elif now is not None:  # (else removed meanwhile)
+            layers.append(now if spec == before else _rebase_layer(before, spec, now))
+    mine_names = {spec.get("name") for spec in mine_list}
+    for name, spec in their_layers.items():
+        if name not in base_layers and name not in mine_names:
+            layers.append(spec)  # added meanwhile
+    if layers or "layers" in theirs or "layers" in mine:
+        out["layers"] = layers
+    return out

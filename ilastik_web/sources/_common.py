@@ -9,6 +9,7 @@ array and the result back into the package's (c, z, y, x) convention.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,13 +17,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from ilastik_web.abc import Box, LazyVolume
-from ilastik_web.errors import SourceError
+from ilastik_web.errors import ChunkReadError, SourceError
 
 logger = logging.getLogger(__name__)
 
 SPATIAL = ("z", "y", "x")
 CHANNEL = "c"
 DROPPED = "drop"  # an axis read at index 0 (time, a singleton leading axis)
+
+#: Most storage chunks re-read one by one to find which of them failed.
+MAX_PROBED_CHUNKS = 16
 
 #: Largest axis length the heuristics take for a channel axis when no names say so.
 MAX_GUESSED_CHANNELS = 4
@@ -78,6 +82,18 @@ def short_reason(exc: BaseException) -> str:
     """The first line of an exception message, without tensorstore's spec dump."""
     text = str(exc).split(" [tensorstore_spec=")[0].strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: tensorstore's "<CODE>: Error reading <file or URL>: " before the cause; the file is
+#: named by the chunk box already.
+_READ_PREFIX = re.compile(r'^[A-Z_]+: Error reading (?:local file "[^"]*"|\S+): ')
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a read failed, in a few words (``Truncated Zstd-compressed stream; …``)."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {exc.args[0] if exc.args else '?'} s"
+    return _READ_PREFIX.sub("", short_reason(exc))
 
 
 def role_of_axis_name(name: str, location: str) -> str:
@@ -277,19 +293,45 @@ class StoredArrayVolume(LazyVolume):
     def _read(self, box: Box) -> np.ndarray:
         if box.is_empty:
             return np.zeros((self.num_channels, *box.shape), self._dtype)
-        index = self.layout.index(box)
         try:
-            if self._lock is None:
-                stored = self._read_index(index)
-            else:
-                with self._lock:
-                    stored = self._read_index(index)
+            stored = self._read_stored(box)
         except SourceError:
             raise
         except Exception as exc:
-            reason = short_reason(exc)
-            raise SourceError(f"{self.location}: reading {box} failed: {reason}") from exc
+            raise ChunkReadError(
+                self.location, self._failed_chunks(box, exc), _reason(exc)
+            ) from exc
         return self.layout.to_czyx(np.asarray(stored), box)
+
+    def _read_stored(self, box: Box) -> np.ndarray:
+        index = self.layout.index(box)
+        if self._lock is None:
+            return self._read_index(index)
+        with self._lock:
+            return self._read_index(index)
+
+    def _failed_chunks(self, box: Box, error: Exception) -> list[Box]:
+        """The storage chunks of ``box`` that fail on their own (``box`` if unknown).
+
+        A timeout is not probed chunk by chunk: each probe could wait as long again.
+        """
+        cells = [
+            cell.intersect(self.bounds)
+            for cell in (
+                Box(tuple(p.start[i] // c * c for i, c in enumerate(self._chunk_shape)),
+                    tuple(p.start[i] // c * c + c for i, c in enumerate(self._chunk_shape)))
+                for p in box.chunks(self._chunk_shape)
+            )
+        ]
+        if isinstance(error, TimeoutError) or not 1 < len(cells) <= MAX_PROBED_CHUNKS:
+            return cells if len(cells) <= MAX_PROBED_CHUNKS else [box]
+        failed = []
+        for cell in cells:
+            try:
+                self._read_stored(cell.intersect(box))
+            except Exception:
+                failed.append(cell)
+        return failed or [box]
 
 
 def assemble_pyramid(

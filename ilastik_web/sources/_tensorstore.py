@@ -17,11 +17,23 @@ from ilastik_web.sources._common import AxisLayout, StoredArrayVolume, short_rea
 #: chunk serves many requests: without this cache each request decodes it again.
 DECODED_CHUNK_CACHE_BYTES = 256 << 20
 
+#: HTTP sources: a request that fails with a 5xx or a network error is retried this many
+#: times, waiting 0.2 s, then twice as long each time, at most 1 s (about 1.5 s in all):
+#: a viewer waits on these, and a chunk that still fails is shown empty with a notice.
+HTTP_RETRIES = {"max_retries": 3, "initial_delay": "0.2s", "max_delay": "1s"}
+
+#: Seconds one read of an HTTP source may take, retries included, before it counts as
+#: failed (a server that accepts the connection and never answers).
+HTTP_READ_TIMEOUT_S = 30.0
+
 
 @functools.cache
 def shared_context() -> ts.Context:
     """The tensorstore context (decoded-chunk cache pool) all sources share."""
-    return ts.Context({"cache_pool": {"total_bytes_limit": DECODED_CHUNK_CACHE_BYTES}})
+    return ts.Context({
+        "cache_pool": {"total_bytes_limit": DECODED_CHUNK_CACHE_BYTES},
+        "http_request_retries": HTTP_RETRIES,
+    })
 
 
 def open_tensorstore(spec: dict[str, Any], location: str) -> ts.TensorStore:
@@ -44,6 +56,13 @@ def stored_chunks(store: ts.TensorStore) -> tuple[int, ...] | None:
     return tuple(int(s) for s in shape)
 
 
+def _is_http(store: ts.TensorStore) -> bool:
+    try:
+        return store.kvstore is not None and store.kvstore.url.startswith(("http://", "https://"))
+    except (AttributeError, ValueError):
+        return False
+
+
 def tensorstore_volume(
     store: ts.TensorStore,
     roles: Sequence[str],
@@ -54,9 +73,17 @@ def tensorstore_volume(
 ) -> StoredArrayVolume:
     """A lazy volume reading ``store``; tensorstore fetches only the chunks a box touches."""
     layout = AxisLayout.create(store.shape, roles, location)
+    remote = _is_http(store)
 
     def read_index(index: tuple[slice | int, ...]) -> np.ndarray:
-        return store[index].read().result()
+        future = store[index].read()
+        if not remote:
+            return future.result()
+        try:
+            return future.result(timeout=HTTP_READ_TIMEOUT_S)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(HTTP_READ_TIMEOUT_S) from None
 
     return StoredArrayVolume(
         read_index,

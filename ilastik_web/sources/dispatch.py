@@ -69,10 +69,13 @@ def _open_folder(location: Location, voxel_size: tuple | None) -> MultiscaleVolu
     if n5.is_n5_dataset(attributes):
         assert attributes is not None
         return n5.open_n5_dataset(location, attributes, voxel_size=voxel_size)
-    if attributes is not None:
-        pyramid = n5.open_n5_multiscale(location, voxel_size=voxel_size)
-        if pyramid is not None:
-            return pyramid
+    pyramid = n5.open_n5_multiscale(location, voxel_size=voxel_size)
+    if pyramid is not None:
+        return pyramid
+    in_n5 = location.path is not None and any(
+        part.endswith(".n5") for part in location.path.parts)
+    if location.path is not None and (attributes is not None or in_n5):
+        return _open_n5_container(location, voxel_size)
     zarr_group = reader.read_json("zarr.json") or reader.read_json(".zgroup")
     if _is_bioformats2raw(reader):
         return _open_folder(location.child("0"), voxel_size)
@@ -81,6 +84,22 @@ def _open_folder(location: Location, voxel_size: tuple | None) -> MultiscaleVolu
                           "open one of its arrays")
     raise SourceError(f"{location}: unsupported format (no OME-Zarr, zarr, N5 or "
                       "precomputed metadata found)")
+
+
+def _open_n5_container(
+    location: Location, voxel_size: tuple | None
+) -> MultiscaleVolume | LazyVolume:
+    """An N5 container (or group) holding datasets deeper down: its one image, else an
+    error listing them."""
+    images = n5.find_n5_images(location)
+    if not images:
+        raise SourceError(f"{location}: an N5 container without datasets")
+    if len(images) > 1:
+        listed = ", ".join(images[:8]) + (f" and {len(images) - 8} more" if len(images) > 8
+                                          else "")
+        raise SourceError(f"{location}: the N5 container holds several datasets ({listed}); "
+                          "name one as container.n5/path")
+    return _open_folder(location.child(images[0]), voxel_size)
 
 
 def _open_local(

@@ -9,6 +9,8 @@ last-listed axis is a channel). Voxel size: ``resolution`` (with ``units``) or
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +24,22 @@ from ilastik_web.sources._common import (
 )
 from ilastik_web.sources._tensorstore import open_tensorstore, tensorstore_volume
 from ilastik_web.sources.location import Location, MetadataReader
+
+logger = logging.getLogger(__name__)
+
+#: Folder depth searched below an N5 container for its datasets and multiscale groups.
+SEARCH_DEPTH = 4
+
+
+def _inferred_factors(base: Sequence[int], level: Sequence[int]) -> tuple[int, ...] | None:
+    """Per-axis integer factors that shrink ``base`` to ``level`` (rounding up or down)."""
+    factors = []
+    for b, s in zip(base, level, strict=True):
+        f = max(1, round(b / s))
+        if s not in (b // f, -(-b // f)):
+            return None
+        factors.append(f)
+    return tuple(factors)
 
 
 def is_n5_dataset(attributes: dict[str, Any] | None) -> bool:
@@ -89,10 +107,18 @@ def open_n5_multiscale(
         level = open_n5_dataset(child, attributes, shown=shown)
         if levels:
             factors = attributes.get("downsamplingFactors")
-            if not isinstance(factors, list) or len(factors) != len(level.layout.roles):
-                raise SourceError(f"{shown}: corrupt N5 metadata: s{len(levels)} has no "
-                                  "downsamplingFactors")
-            zyx = level.layout.spatial_values(factors, 1.0)
+            if factors is None:  # tensorstore and others write none: infer from the shapes
+                zyx = _inferred_factors(levels[0].shape, level.shape)
+                if zyx is None:
+                    logger.warning("%s: skipping s%d: shape %s is no integer downsampling of "
+                                   "%s and has no downsamplingFactors", shown, len(levels),
+                                   level.shape, levels[0].shape)
+                    break
+            elif not isinstance(factors, list) or len(factors) != len(level.layout.roles):
+                raise SourceError(f"{shown}: corrupt N5 metadata: downsamplingFactors of "
+                                  f"s{len(levels)} is {factors!r}")
+            else:
+                zyx = level.layout.spatial_values(factors, 1.0)
             level = level.with_voxel_size(
                 [v * f for v, f in zip(levels[0].voxel_size, zyx, strict=True)]
             )
@@ -109,3 +135,28 @@ def open_n5_multiscale(
             for level, ratio in zip(levels, ratios, strict=True)
         ]
     return MultiscaleVolume(location.text.rstrip("/").rsplit("/", 1)[-1], levels)
+
+
+def find_n5_images(root: Location) -> list[str]:
+    """Paths (relative to local folder ``root``) of the N5 datasets and multiscale groups
+    (``s0``, ``s1``, …) inside it, a group counting once; sorted."""
+    assert root.path is not None
+
+    def dataset_at(relative: str) -> bool:
+        folder = root.path / relative
+        return is_n5_dataset(MetadataReader(Location(str(folder), path=folder))
+                             .read_json("attributes.json"))
+
+    found: list[str] = []
+    for folder, subfolders, _ in os.walk(root.path):
+        relative = os.path.relpath(folder, root.path)
+        depth = 0 if relative == "." else relative.count(os.sep) + 1
+        if depth >= SEARCH_DEPTH:
+            subfolders.clear()
+        if depth == 0:
+            continue
+        if ("s0" in subfolders and dataset_at(os.path.join(relative, "s0"))) or \
+                dataset_at(relative):
+            found.append(relative.replace(os.sep, "/"))
+            subfolders.clear()
+    return sorted(found)

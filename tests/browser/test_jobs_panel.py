@@ -70,13 +70,18 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
 
     # Open as layer: a new layer in the viewer's layer list.
     page.click(f"{row} .iw-job-open")
-    name = f"segmentation (job {job['id']})"
+    name = f"segmentation {job['id'].rsplit('-', 1)[-1]}"  # short: the layer bar is narrow
     page.wait_for_function(
         "(name) => viewer.layerManager.managedLayers.some((m) => m.name === name)",
         arg=name, timeout=30_000)
     page.wait_for_function(
         "(name) => Array.from(document.querySelectorAll('.neuroglancer-layer-item'))"
         ".some((e) => e.textContent.includes(name))", arg=name, timeout=10_000)
+    # in the class colours, not random segment colours
+    colors = page.evaluate("""(name) => viewer.state.toJSON().layers
+      .find((l) => l.name === name).segmentColors""", name)
+    classes = api(base, f"/api/projects/{PROJECT}")["classes"]
+    assert colors == {str(c["value"]): c["color"] for c in classes}, colors
 
     # Its logs.
     page.click(f"{row} .iw-job-logs-button")

@@ -44,9 +44,7 @@ def _open_viewer(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
-    # 412 answers to state posts are the client protocol's normal "stale base" replies.
-    page.on("console", lambda m: errors.append(m.text)
-            if m.type == "error" and "412 (Precondition Failed)" not in m.text else None)
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.goto(url)
     page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.viewReady",
                            timeout=60_000)

@@ -22,7 +22,7 @@ from ilastik_web.server.layers import StaticLayer
 EXPECTED = {
     "favicon": "public", "health": "public",
     "root": "user", "openapi": "user", "me": "user", "logout": "user",
-    "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer",
+    "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer", "notices": "viewer",
     "precomputed_info": "viewer", "precomputed_chunk": "viewer",
     "viewer_redirect": "viewer", "viewer_index": "viewer", "viewer_file": "viewer",
     "viewer_events": "viewer", "viewer_state": "viewer", "viewer_credentials": "viewer",

@@ -103,11 +103,20 @@ async def test_state_round_trip_between_two_clients(client):
     assert pushed["g"] == "A/7"
     with pytest.raises(asyncio.TimeoutError):
         await read_event(a, timeout=0.3)
-    # a change based on a stale generation is refused
+    # a change on a stale but remembered generation is rebased (B's layout on top of A's
+    # position) and pushed to everyone, B included; a forgotten base is refused
+    b_state = dict(first["s"]["s"], layout="xy")
     stale = await client.post(
-        "/state/main", json={"s": state, "g": 1, "pg": first["s"]["g"], "c": "B"}
+        "/state/main", json={"s": b_state, "g": 1, "pg": first["s"]["g"], "c": "B"}
     )
-    assert stale.status == 412
+    assert stale.status == 200
+    merged = await read_event(b)
+    assert merged["g"] == (await stale.json())["g"] and not merged["g"].startswith("B/")
+    assert merged["s"]["layout"] == "xy" and merged["s"]["position"] == [1, 2, 3]
+    forgotten = await client.post(
+        "/state/main", json={"s": state, "g": 2, "pg": "never-was", "c": "B"}
+    )
+    assert forgotten.status == 412
     # the state a client sent back is stored with the placeholder origin again
     session = client.app[CONTEXT_KEY].default_session
     stored, _ = session.shared.snapshot()
@@ -176,3 +185,21 @@ def test_layer_event_handles_a_list_of_sources_mid_swap(volume_and_data):
     assert find_layer(state, "p-labels") is state["layers"][0]
     updated = apply_layer_event(state, "changed", layer)
     assert updated["layers"][0]["source"] == {"url": layer_source("p-labels", "v3"), "x": 1}
+
+
+async def test_labels_stay_on_top_when_layers_are_added(aiohttp_client, make_app, raw_layer,
+                                                        make_volume):
+    from ilastik_web.server.display import LayerDisplay
+
+    labels = VersionedLayer("labels", "segmentation", name="labels",
+                            display=LayerDisplay(on_top=True))
+    early = VersionedLayer("early", name="early")
+    app = make_app([raw_layer, labels, early])
+    client = await aiohttp_client(app)
+    session = client.app[CONTEXT_KEY].default_session
+    state, _ = session.shared.snapshot()
+    assert [layer["name"] for layer in state["layers"]] == ["vol", "early", "labels"]
+    client.app[CONTEXT_KEY].registry.add(VersionedLayer("pred", name="predictions"))
+    state, _ = session.shared.snapshot()
+    assert [layer["name"] for layer in state["layers"]] == ["vol", "early", "predictions",
+                                                           "labels"]

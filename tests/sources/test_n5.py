@@ -10,6 +10,7 @@ import tensorstore as ts
 from contract import VOXEL_3D, SourceContract, make_data
 from test_zarr import stored_layout
 
+from ilastik_web.errors import SourceError
 from ilastik_web.sources import open_source
 
 
@@ -70,3 +71,23 @@ def test_n5_multiscale_group(tmp_path):
     assert pyramid.factors(1) == (1, 2, 2)
     assert pyramid.levels[0].voxel_size == pytest.approx(VOXEL_3D)
     np.testing.assert_array_equal(pyramid.levels[1].read(pyramid.levels[1].bounds), coarse)
+
+
+@pytest.mark.parametrize("where", ["vol.n5", "vol.n5/raw"])
+def test_tensorstore_multiscale_n5_opens_at_container_and_group(tensorstore_n5, where):
+    container, data, coarse = tensorstore_n5
+    pyramid = open_source(str(container.parent / where))
+    assert pyramid.name == "raw"
+    assert len(pyramid) >= 2 and pyramid.factors(1) == (1, 2, 2)  # inferred from shapes
+    np.testing.assert_array_equal(pyramid.base.read(pyramid.base.bounds)[0], data)
+    np.testing.assert_array_equal(pyramid.levels[1].read(pyramid.levels[1].bounds)[0], coarse)
+
+
+def test_container_with_several_datasets_lists_them(tensorstore_n5, n5_writer):
+
+    container, data, _ = tensorstore_n5
+    n5_writer(container / "labels", data[:, :8, :8])
+    n5_writer(container / "more" / "mask", data[:, :8, :8])
+    with pytest.raises(SourceError, match=r"several datasets \(labels, more/mask, raw\)"):
+        open_source(str(container))
+    assert open_source(str(container / "more")).base.shape == (8, 8, 8)
