@@ -19,6 +19,7 @@ from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
+from ilastik_web.server.routes_exports import export_routes
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
@@ -127,6 +128,8 @@ def create_app(
     table.extend(project_routes(ctx.projects, ctx.executor))
     table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,
                             allowed_roots=config.allowed_roots or None))
+    table.extend(export_routes(ctx.projects, ctx.executor,
+                               allowed_roots=config.allowed_roots or None))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
