@@ -28,15 +28,18 @@ def _correlate_rows(source, origin, half_kernel, parity, out):  # pragma: no cov
         target = out[z, y]
         line = source[z + oz, y + oy]
         center = line[x0 : x0 + nx]
+        total = np.empty(nx, dtype=np.float64)
         for x in range(nx):
-            target[x] = c0 * center[x]
+            total[x] = c0 * center[x]
         for j in range(1, radius + 1):
             c = half_kernel[j]
             # sliced rows: indexing by the bare loop variable lets LLVM vectorise
             right = line[x0 + j : x0 + j + nx]
             left = line[x0 - j : x0 - j + nx]
             for x in range(nx):
-                target[x] += c * (right[x] + parity * left[x])
+                total[x] += c * (np.float64(right[x]) + parity * np.float64(left[x]))
+        for x in range(nx):
+            target[x] = total[x]
 
 
 @numba.njit(**_OPTIONS)
@@ -53,14 +56,17 @@ def _correlate_columns(source, origin, half_kernel, parity, axis, out):  # pragm
         y = row % ny + oy + dy * radius
         target = out[row // ny, row % ny]
         center = source[z, y, ox : ox + nx]
+        total = np.empty(nx, dtype=np.float64)
         for x in range(nx):
-            target[x] = c0 * center[x]
+            total[x] = c0 * center[x]
         for j in range(1, radius + 1):
             c = half_kernel[j]
             above = source[z + dz * j, y + dy * j, ox : ox + nx]
             below = source[z - dz * j, y - dy * j, ox : ox + nx]
             for x in range(nx):
-                target[x] += c * (above[x] + parity * below[x])
+                total[x] += c * (np.float64(above[x]) + parity * np.float64(below[x]))
+        for x in range(nx):
+            target[x] = total[x]
 
 
 @numba.njit(**_OPTIONS)
@@ -73,24 +79,34 @@ def _correlate_planes(source, origin, half_kernel, parity, out):  # pragma: no c
     oz, oy, ox = origin
     for z in numba.prange(nz):
         zc = z + oz + radius
+        total = np.empty((ny, nx), dtype=np.float64)
         for y in range(ny):
-            target = out[z, y]
+            row = total[y]
             center = source[zc, y + oy, ox : ox + nx]
             for x in range(nx):
-                target[x] = c0 * center[x]
+                row[x] = c0 * center[x]
         for j in range(1, radius + 1):
             c = half_kernel[j]
             for y in range(ny):
-                target = out[z, y]
+                row = total[y]
                 above = source[zc + j, y + oy, ox : ox + nx]
                 below = source[zc - j, y + oy, ox : ox + nx]
                 for x in range(nx):
-                    target[x] += c * (above[x] + parity * below[x])
+                    row[x] += c * (np.float64(above[x]) + parity * np.float64(below[x]))
+        for y in range(ny):
+            target = out[z, y]
+            row = total[y]
+            for x in range(nx):
+                target[x] = row[x]
 
 
 def correlate_valid(source, origin, half_kernel, parity, axis, out):
     """``out`` = valid correlation of ``source[origin:]`` with a symmetric (parity 1) or
     antisymmetric (parity -1) kernel along ``axis``; ``half_kernel[j]`` is the tap at +j.
+
+    Sums run in float64 with float64 taps and are rounded to float32 once, as vigra does:
+    summing in float32 left 2× vigra's error in 3D DoG at σ 10 (a difference of two
+    smoothings a thousandth of the input's range), most of it from the 71-tap presmoothing.
 
     ``source`` is C-contiguous and ``origin`` (z, y, x) locates the cropped input in it, so the
     inner loops have unit stride and vectorise.

@@ -256,8 +256,8 @@ class NumbaBackend:
         shape = list(array.shape)
         shape[axis] -= 2 * radius
         out = self.empty(tuple(shape))
-        half = np.ascontiguousarray(kernel[radius:], dtype=np.float32)
-        parity = np.float32(_kernel_parity(kernel))
+        half = np.ascontiguousarray(kernel[radius:], dtype=np.float64)
+        parity = np.float64(_kernel_parity(kernel))
         base, origin = _contiguous_base(array)
         self._call(self._kernels.correlate_valid, out.size, base, origin, half, parity, axis, out)
         return out

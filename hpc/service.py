@@ -46,6 +46,7 @@ from ilastik_web.classify.blockwise import check_output, output_channels, output
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import PixelClassifier
 from ilastik_web.errors import InvalidRequestError
+from ilastik_web.ngff import ClassInfo
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,10 @@ def _slurm_cancel(engine: EngineSpec, ids: list[str]) -> None:
 def plan_job(computer: FeatureComputer, classifier: PixelClassifier, *, export: str,
              level: int = 0, roi: Box | None = None, memory_bytes: int = 1 << 30,
              block_shape: Sequence[int] | None = None,
-             chunk_shape: Sequence[int] | None = None) -> tuple[BlockPlan, OutputLayout]:
-    """Blocks sized from ``memory_bytes`` (or given), and the output's layout."""
+             chunk_shape: Sequence[int] | None = None,
+             classes: Sequence[ClassInfo] = ()) -> tuple[BlockPlan, OutputLayout]:
+    """Blocks sized from ``memory_bytes`` (or given), and the output's layout (with the
+    project's ``classes`` for names and colours in its metadata)."""
     check_output(export)
     if not 0 <= level < len(computer.source):
         raise InvalidRequestError(f"level {level} outside 0..{len(computer.source) - 1}")
@@ -98,7 +101,10 @@ def plan_job(computer: FeatureComputer, classifier: PixelClassifier, *, export: 
         )
     plan = BlockPlan(region, tuple(int(b) for b in block_shape), chunk)  # type: ignore[arg-type]
     layout = OutputLayout(region.shape, channels, output_dtype(export).name, chunk,  # type: ignore[arg-type]
-                          tuple(volume.voxel_size), export)  # type: ignore[arg-type]
+                          tuple(volume.voxel_size), export,  # type: ignore[arg-type]
+                          classes=tuple(classes),
+                          channel_values=tuple(classifier.label_values)
+                          if export == "probabilities" else ())
     return plan, layout
 
 
@@ -128,7 +134,8 @@ class JobService:
                voxel_size: Sequence[float] | None = None, project: str | None = None,
                generation: int = 0, memory_bytes: int = 1 << 30,
                block_shape: Sequence[int] | None = None,
-               chunk_shape: Sequence[int] | None = None) -> Job:
+               chunk_shape: Sequence[int] | None = None,
+               classes: Sequence[ClassInfo] = ()) -> Job:
         """A PENDING job with the classifier frozen (copied into the job folder).
 
         Raises
@@ -151,7 +158,7 @@ class JobService:
                        memory_bytes=memory_bytes)
         plan, layout = plan_job(computer, classifier, export=export, level=level, roi=roi,
                                 memory_bytes=memory_bytes, block_shape=block_shape,
-                                chunk_shape=chunk_shape)
+                                chunk_shape=chunk_shape, classes=classes)
         job = self.store.create(spec, plan, classifier=classifier, selection=computer.selection)
         job.update(layout=layout.to_json())
         job.append_log("driver", f"created: {len(plan)} blocks of {plan.block_shape} "
@@ -179,7 +186,8 @@ class JobService:
                           output=output, format=format, export=export, level=level, roi=roi,
                           engine=engine, voxel_size=voxel_size,
                           project=str(project.directory) if project.directory else None,
-                          generation=generation.number, memory_bytes=memory_bytes)
+                          generation=generation.number, memory_bytes=memory_bytes,
+                          classes=[ClassInfo(c.value, c.name, c.color) for c in project.classes])
         self.start(job, background=background)
         return job
 

@@ -4,7 +4,10 @@ OME-Zarr (NGFF 0.4, zarr v2), N5 and Neuroglancer precomputed are written in pla
 through tensorstore; parallel workers write disjoint chunks, and rewriting a block writes
 the same bytes, so a resumed job can rewrite anything safely. HDF5 and TIFF cannot take
 writes from many processes: their blocks go to a staging zarr array in the job folder,
-converted slab by slab when every block is done. OME-Zarr gets its pyramid at the end.
+converted slab by slab when every block is done. OME-Zarr gets its pyramid at the end,
+with class names and colours (:mod:`ilastik_web.ngff`): ``omero`` channels for
+probabilities; a segmentation (or painted labels) is also written under
+``labels/<name>/`` with ``image-label`` colours, as napari and MoBIE expect.
 
 Arrays are (c, z, y, x) in memory; N5 and precomputed store (x, y, z, c), as their
 readers expect.
@@ -26,6 +29,7 @@ import tifffile
 
 from ilastik_web.abc import Box
 from ilastik_web.errors import InvalidRequestError
+from ilastik_web.ngff import ClassInfo, classes_for_values, image_label, multiscales, omero
 from ilastik_web.pyramid import downsample_mean, downsample_mode, pyramid_factors
 
 log = logging.getLogger(__name__)
@@ -51,7 +55,13 @@ class OutputLayout:
     voxel_size
         nm (z, y, x).
     export
-        What it holds (decides the pyramid's downsampling: mode for segmentation).
+        What it holds (decides the pyramid's downsampling: mode for segmentation and
+        labels).
+    classes
+        The project's classes, for names and colours in the metadata; probability
+        channels follow ``channel_values``.
+    channel_values
+        The class value of each probability channel.
     """
 
     shape: tuple[int, int, int]
@@ -60,6 +70,13 @@ class OutputLayout:
     chunk_shape: tuple[int, int, int]
     voxel_size: tuple[float, float, float]
     export: str
+    classes: tuple[ClassInfo, ...] = ()
+    channel_values: tuple[int, ...] = ()
+
+    @property
+    def label_image_name(self) -> str | None:
+        """The ``labels/<name>`` this output also gets, if it is a label image."""
+        return {"segmentation": "segmentation", "labels": "annotations"}.get(self.export)
 
     @property
     def channel_chunk(self) -> int:
@@ -69,12 +86,15 @@ class OutputLayout:
     def to_json(self) -> dict:
         return {"shape": list(self.shape), "channels": self.channels, "dtype": self.dtype,
                 "chunk_shape": list(self.chunk_shape), "voxel_size": list(self.voxel_size),
-                "export": self.export}
+                "export": self.export, "classes": [c.to_json() for c in self.classes],
+                "channel_values": list(self.channel_values)}
 
     @classmethod
     def from_json(cls, data: dict) -> OutputLayout:
         return cls(tuple(data["shape"]), int(data["channels"]), data["dtype"],
-                   tuple(data["chunk_shape"]), tuple(data["voxel_size"]), data["export"])
+                   tuple(data["chunk_shape"]), tuple(data["voxel_size"]), data["export"],
+                   tuple(ClassInfo.from_json(c) for c in data.get("classes", ())),
+                   tuple(int(v) for v in data.get("channel_values", ())))
 
 
 def _zarr_dtype(dtype: str) -> str:
@@ -236,9 +256,11 @@ class OutputStore:
         layout = self.layout
         factors_list = pyramid_factors(layout.shape, layout.voxel_size,
                                        self.pyramid_min_size)
-        downsample = downsample_mode if layout.export == "segmentation" else downsample_mean
+        labelled = layout.label_image_name is not None
+        downsample = downsample_mode if labelled else downsample_mean
         scales = [list(layout.voxel_size)]
         shape = layout.shape
+        shapes = [shape]
         previous = self._open()
         for level, factors in enumerate(factors_list, start=1):
             new_shape = tuple(-(-s // f) for s, f in zip(shape, factors, strict=True))
@@ -255,19 +277,42 @@ class OutputStore:
                 current[(slice(None), *box.slices)].write(downsample(data, factors)).result()
             scales.append([v * f for v, f in zip(scales[-1], factors, strict=True)])
             previous, shape = current, new_shape
-        axes = [{"name": "c", "type": "channel"}] + [
-            {"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"
-        ]
-        datasets = [
-            {"path": str(level),
-             "coordinateTransformations": [{"type": "scale", "scale": [1.0, *scale]}]}
-            for level, scale in enumerate(scales)
-        ]
-        attributes = {"multiscales": [{
-            "version": "0.4", "name": layout.export, "axes": axes, "datasets": datasets,
-            "type": "mode" if layout.export == "segmentation" else "mean",
-        }]}
+            shapes.append(new_shape)
+        kind = "mode" if labelled else "mean"
+        attributes: dict = {"multiscales": multiscales(layout.export, scales, channel=True,
+                                                       kind=kind)}
+        if layout.export == "probabilities" and layout.channel_values:
+            maximum = 255 if layout.dtype == "uint8" else 1
+            attributes["omero"] = omero(
+                classes_for_values(layout.channel_values, layout.classes), maximum=maximum)
+        if labelled:
+            self._write_label_image(layout.label_image_name, scales, shapes, kind)
         (self.output / ".zattrs").write_text(json.dumps(attributes, indent=2))
+
+    def _write_label_image(self, name: str, scales: list, shapes: list, kind: str) -> None:
+        """Every level again, without the channel axis, as ``labels/<name>/``."""
+        layout = self.layout
+        root = self.output / "labels"
+        group = root / name
+        group.mkdir(parents=True, exist_ok=True)
+        for folder in (root, group):
+            (folder / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        (root / ".zattrs").write_text(json.dumps({"labels": [name]}, indent=2))
+        for level, level_shape in enumerate(shapes):
+            source = ts.open(_zarr_spec(self.output / str(level), layout, level_shape)).result()
+            spatial = tuple(source.shape[1:])
+            spec = _zarr_spec(group / str(level), layout, spatial)
+            spec["metadata"]["shape"] = spec["metadata"]["shape"][1:]
+            spec["metadata"]["chunks"] = spec["metadata"]["chunks"][1:]
+            target = ts.open(dict(spec, create=True, delete_existing=True)).result()
+            depth = layout.chunk_shape[0]
+            for z0 in range(0, spatial[0], depth):
+                slab = source[0, z0 : z0 + depth].read().result()
+                target[z0 : z0 + depth].write(slab).result()
+        values = sorted({c.value for c in layout.classes})
+        attributes = {"multiscales": multiscales(name, scales, channel=False, kind=kind),
+                      "image-label": image_label(classes_for_values(values, layout.classes))}
+        (group / ".zattrs").write_text(json.dumps(attributes, indent=2))
 
     def _convert_hdf5(self) -> None:
         layout = self.layout

@@ -125,6 +125,13 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                             "training on the first PATH; created if missing. Default: one folder "
                             "per source under $ILASTIK_WEB_DATA (~/.local/share/ilastik-web); "
                             "the demo has its own")
+    serve.add_argument("--ilp", type=Path, default=None, metavar="PROJECT.ilp",
+                       help="start from a desktop ilastik project: import it (data, classes, "
+                            "labels, features, ilastik's forest) into --project DIR, or a folder "
+                            "per .ilp under $ILASTIK_WEB_DATA, and serve it; reused when "
+                            "imported before. Replaces PATH")
+    serve.add_argument("--ilp-data", default=None, metavar="PATH",
+                       help="with --ilp: the raw data, when it moved from where the .ilp says")
     serve.add_argument("--no-project", action="store_true",
                        help="only browse the data: no labels, no training")
     serve.add_argument("--log-level", default="INFO",
@@ -169,9 +176,28 @@ def open_project(args: argparse.Namespace, source_layer, location: str,
     return project_id, project, source_layer.layer_id
 
 
+def import_for_serving(args: argparse.Namespace) -> tuple[list[str], Path]:
+    """``--ilp``: the imported project's folder (importing it the first time) and its data."""
+    from ilastik_web.ilp.importer import RAW_DATASET, RAW_FILE, import_ilp
+    from ilastik_web.project import PROJECT_FILE
+
+    if args.paths:
+        raise CommandError("--ilp replaces PATH: give one or the other")
+    ilp = args.ilp.resolve()
+    digest = hashlib.sha1(str(ilp).encode()).hexdigest()[:8]
+    directory = args.project or default_data_dir() / "projects" / f"{ilp.stem}-ilp-{digest}"
+    if (directory / PROJECT_FILE).exists():
+        log.info("serving %s, imported from %s before", directory, ilp.name)
+    else:
+        import_ilp(ilp, directory, data=args.ilp_data).close()
+    return [str(directory / RAW_FILE / RAW_DATASET)], directory
+
+
 def open_layers(args: argparse.Namespace, resources: Resources) -> tuple[list, list]:
     """StaticLayers for the requested paths, or for the demo when there are none, and the
     project painting on the first of them (unless ``--no-project``)."""
+    if getattr(args, "ilp", None) is not None:
+        args.paths, args.project = import_for_serving(args)
     from ilastik_web.server.display import LayerDisplay, class_colors
     from ilastik_web.server.layers import StaticLayer, make_layer_id
     from ilastik_web.sources import open_source

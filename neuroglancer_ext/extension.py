@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 NEUROGLANCER_VERSION = "2.41.2"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js",
-                "people.js", "notices.js")
+                "people.js", "notices.js", "exports.js")
 STYLE_FILE = "ilastik.css"
 
 

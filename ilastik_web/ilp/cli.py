@@ -37,6 +37,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                           help="which of the project's images (lanes) to import")
     importer.set_defaults(func=run_import)
 
+    exporter = commands.add_parser(
+        "export-ilp",
+        help="write a project as a desktop ilastik .ilp",
+        description="Write the project in DIR as a desktop ilastik 1.4 Pixel Classification "
+        "project: its data (referenced, relative to the .ilp when below its folder), classes "
+        "and colours, labels and feature selection. No forest is stored: ilastik trains its "
+        "own from the labels.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    exporter.add_argument("directory", type=Path, metavar="DIR", help="the project folder")
+    exporter.add_argument("ilp", type=Path, metavar="PROJECT.ilp", help="the file to write")
+    exporter.set_defaults(func=run_export)
+
 
 def _fail(message: str) -> int:
     sys.stderr.write(f"ilastik-web: error: {message}\n")
@@ -61,6 +74,26 @@ def run_import(args: argparse.Namespace) -> int:
         )
         for note in project.import_notes:
             sys.stdout.write(f"  note: {note}\n")
+    finally:
+        project.close()
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ilastik_web.ilp.exporter import export_ilp
+    from ilastik_web.project import Project
+
+    try:
+        project = Project.open(args.directory)
+    except (IlastikWebError, OSError) as exc:
+        return _fail(str(exc))
+    try:
+        export_ilp(project, args.ilp)
+        sys.stdout.write(f"wrote {args.ilp}: {len(project.classes)} classes, "
+                         f"{len(project.selection)} features, labels of revision "
+                         f"{project.labels.revision}\n")
+    except (IlastikWebError, OSError) as exc:
+        return _fail(str(exc))
     finally:
         project.close()
     return 0

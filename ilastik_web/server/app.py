@@ -19,6 +19,7 @@ from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
+from ilastik_web.server.routes_exports import export_routes
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_notices import notice_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
@@ -113,6 +114,8 @@ def create_app(
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
                             allowed_roots=config.allowed_roots or None,
                             resources=resources))
+    table.extend(export_routes(ctx.projects, resources.interactive,
+                               allowed_roots=config.allowed_roots or None))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
