@@ -232,9 +232,16 @@ class WorkerPool:
             self._cond.notify()
         return future
 
-    def queued(self) -> dict[str, int]:
+    def idle(self) -> bool:
+        """No task queued or running."""
         with self._cond:
-            return {lane: len(q) for lane, q in self._queues.items()}
+            return not any(self._queues.values()) and not any(self._running.values())
+
+    def queued(self) -> dict[str, int]:
+        """Tasks waiting per lane (those whose future was cancelled no longer count)."""
+        with self._cond:
+            return {lane: sum(not task.future.cancelled() for _, task in q)
+                    for lane, q in self._queues.items()}
 
     def _next(self) -> _Task | None:
         for lane in LANES:
@@ -264,6 +271,7 @@ class WorkerPool:
 
     def _run(self, task: _Task, base: int) -> None:
         if not task.future.set_running_or_notify_cancel():
+            self.dropped += 1  # its caller cancelled the future (a request that went away)
             return
         if (task.token is not None and task.token.cancelled) or (
                 task.stale is not None and task.stale()):
