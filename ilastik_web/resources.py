@@ -64,8 +64,11 @@ FIXED_OVERHEAD_BYTES = 768 << 20
 #: Scratch memory of one running computation (a feature tile's arena, a forest batch).
 SCRATCH_BYTES_PER_THREAD = 256 << 20
 
-#: ``nice`` increment of background workers and of exports started by the server.
-BACKGROUND_NICE = 10
+#: ``nice`` increment of background work (training) and of exports the server starts.
+#: Mild on purpose: on a machine shared with other programs at nice 0, a large increment
+#: starves the training a stroke waits for; against our own nice-0 workers, 3 still
+#: gives them about twice its share of a core.
+BACKGROUND_NICE = 3
 EXPORT_NICE = 5
 
 DEFAULT_MEMORY_BYTES = 2 << 30
