@@ -337,7 +337,9 @@ class Resources:
         # there, so no worker waits on a parallel region's slowest thread.
         self.filter_threads = 1
         self.background_threads = max(1, self.threads // 2)
-        self.forest_threads = 1 if self.threads <= 2 else self.background_threads
+        # Training runs in one niced thread of its own; its joblib threads inherit that
+        # priority, so it may use every core the viewers leave idle.
+        self.forest_threads = self.threads
         self.export_threads = max(1, self.threads // 2)
         self.pool = WorkerPool(
             self.threads,

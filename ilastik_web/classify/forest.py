@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TREES = 100
 #: Labelled voxels a training uses at most (a class-balanced subsample beyond that):
 #: chosen by ``benchmarks/training.py`` (time against balanced accuracy, side by side).
-MAX_TRAINING_SAMPLES = 20_000
+MAX_TRAINING_SAMPLES = 10_000
 # Trees are grown in batches so a superseded training can stop between batches.
 TREE_BATCH = 20
 
