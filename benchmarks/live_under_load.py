@@ -117,14 +117,15 @@ def view_boxes(z: int, shape: tuple[int, int, int]) -> list[tuple]:
     return boxes
 
 
-async def timed_stroke(client: Client, stroke: dict, shape) -> tuple[float, float]:
-    """(stroke→ack, stroke→first updated chunk of the view on the stroke's plane)."""
+async def timed_stroke(client: Client, stroke: dict, shape) -> tuple[float, float, float]:
+    """(stroke→ack, stroke→new generation, stroke→first updated chunk of the view)."""
     before = (await client.describe())["generation"]
     body = {k: v for k, v in stroke.items() if not k.startswith("_")}
     start = time.perf_counter()
     await client.json("POST", f"/api/projects/{client.project}/strokes", body)
     ack = time.perf_counter() - start
     project = await client.wait_generation(before)
+    trained = time.perf_counter() - start
     layer = project["layers"]["probabilities"]
     boxes = view_boxes(stroke["_z"], shape)
 
@@ -141,7 +142,7 @@ async def timed_stroke(client: Client, stroke: dict, shape) -> tuple[float, floa
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     first = time.perf_counter() - start
     await asyncio.gather(*tasks)
-    return ack, first
+    return ack, trained, first
 
 
 async def stroke_series(client: Client, strokes: list[dict], shape, interval: float,
@@ -149,9 +150,11 @@ async def stroke_series(client: Client, strokes: list[dict], shape, interval: fl
     acks, firsts = [], []
     for stroke in strokes:
         started = time.perf_counter()
-        ack, first = await timed_stroke(client, stroke, shape)
+        ack, trained, first = await timed_stroke(client, stroke, shape)
         acks.append(ack)
         firsts.append(first)
+        print(f"   stroke on z={stroke['_z']}: ack {ack:.3f} s, new generation {trained:.3f} s, "
+              f"first chunk {first:.3f} s")
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
         if stop_event is not None and stop_event.is_set():
             break
