@@ -82,7 +82,13 @@ def stroke_to_view(project: Project, stroke: Stroke, chunks: list[Box]) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed strokes per setting")
+    parser.add_argument("--sections", default="1,2,3",
+                        help="which measurements to run (1: stroke to view, 2: training "
+                             "sweep, 3: prediction throughput), comma-separated")
+    parser.add_argument("--no-vigra", action="store_true",
+                        help="skip vigra's forest in the prediction comparison")
     args = parser.parse_args()
+    sections = {int(v) for v in args.sections.split(",")}
 
     demo = ensure_demo()
     source = open_source(str(demo.raw_path))
@@ -106,7 +112,7 @@ def main() -> None:
         # 1. Stroke-to-view, cold then warm.
         print("\n1. stroke -> updated prediction of a 512x512 xy view "
               f"({len(chunks)} chunks of {VIEW_CHUNK[1]}x{VIEW_CHUNK[2]})")
-        for setting in ("cold", "warm"):
+        for setting in ("cold", "warm") if 1 in sections else ():
             firsts, wholes = [], []
             for i in range(args.repeats):
                 if setting == "cold":
@@ -129,7 +135,8 @@ def main() -> None:
         X = np.ascontiguousarray(dense.reshape(dense.shape[0], -1).T)
         y = truth[dense_box.slices].ravel()
         rng = np.random.default_rng(0)
-        for n in (1_000, 5_000, 20_000, 80_000):
+        pick = rng.choice(len(y), min(20_000, len(y)), replace=False)
+        for n in (1_000, 5_000, 20_000, 80_000) if 2 in sections else ():
             pick = rng.choice(len(y), min(n, len(y)), replace=False)
             start = time.perf_counter()
             RandomForestClassifier(100, max_features="sqrt", n_jobs=-1, random_state=0).fit(
@@ -162,6 +169,8 @@ def main() -> None:
             np.save(f"{d}/y.npy", y)
             np.save(f"{d}/F.npy", flat)
             try:
+                if args.no_vigra:
+                    raise OSError("skipped (--no-vigra)")
                 out = subprocess.run(["/usr/bin/python3", "-c", VIGRA_RF, d], check=True,
                                      capture_output=True, text=True, timeout=1800).stdout
                 vigra_train, vigra_pred = (float(v) for v in out.split())

@@ -31,8 +31,12 @@ import numpy as np
 import filters
 from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
-from ilastik_web.classify.features import FeatureComputer, gather_training_samples
-from ilastik_web.classify.forest import PixelClassifier
+from ilastik_web.classify.features import (
+    FeatureComputer,
+    TrainingSamples,
+    gather_training_samples,
+)
+from ilastik_web.classify.forest import MAX_TRAINING_SAMPLES, PixelClassifier, balanced_subsample
 from ilastik_web.classify.live import LiveTrainer, TrainingStatus
 from ilastik_web.classify.prediction import prediction_pyramids
 from ilastik_web.errors import InvalidRequestError, NotFoundError, NotReadyError
@@ -167,6 +171,7 @@ class Project:
             self.feature_cache = ArrayCache(feature_cache_bytes)
             self.prediction_cache = ArrayCache(prediction_cache_bytes)
         self._computer = FeatureComputer(source, selection, self.feature_cache)
+        self._samples = TrainingSamples()
         self._generation_number = generation
         self._generation: Generation | None = None
         self._listeners: list[Callable[[str, dict], None]] = []
@@ -495,14 +500,21 @@ class Project:
             computer = self._computer
             label_values = [c.value for c in self.classes]
         report("features", 0.0, "")
-        X, y = gather_training_samples(computer, snapshot, should_stop=should_stop)
+        X, y = gather_training_samples(computer, snapshot, should_stop=should_stop,
+                                       samples=self._samples)
         if should_stop():
             return None
         y_known = np.isin(y, label_values)
         X, y = X[y_known], y[y_known]
         if len(np.unique(y)) < 2:
             return None
-        report("training", 0.5, f"{len(y)} labelled voxels")
+        labelled = len(y)
+        # Beyond MAX_TRAINING_SAMPLES voxels a forest learns little more but trains ever
+        # longer: a class-balanced, seeded subsample keeps retraining live.
+        keep = balanced_subsample(y, MAX_TRAINING_SAMPLES, seed=snapshot.revision)
+        X, y = X[keep], y[keep]
+        report("training", 0.5, f"{labelled} labelled voxels"
+               + (f", {len(y)} sampled" if len(y) < labelled else ""))
         classifier = PixelClassifier.train(
             X, y, label_values=label_values, feature_names=computer.channel_names,
             should_stop=should_stop,

@@ -16,11 +16,14 @@ Threads
     - ``chunks``: chunks the viewers ask for (raw, labels, predictions);
     - ``background``: training, prefetch, coarse work.
 
-    A free worker always takes the oldest task of the highest lane waiting. The background
-    lane never holds more than ``background_threads`` workers, so with two or more threads
-    at least one is always free for the viewers; background workers run at a lower OS
-    priority (``nice``) as well. Each worker lets numba use ``filter_threads`` threads,
-    and the forest gets ``forest_threads``.
+    A free worker always takes the highest lane's first task (within a lane: finer pyramid
+    levels first, then arrival order). The background lane never holds more than
+    ``background_threads`` workers, so with two or more threads at least one is always
+    free for the viewers; background work runs at a lower OS priority (``nice``) as well.
+    Each worker lets numba use ``filter_threads`` threads, and the forest gets
+    ``forest_threads`` (from the trainer's own niced thread). Besides the ``threads``
+    CPU workers, one more thread runs only interactive tasks: a label edit is a few
+    milliseconds of CPU and an fsync, and must never queue behind a chunk computation.
 
 Stale work is dropped: a task submitted with a cancellation token that is cancelled (or a
 ``stale`` predicate that is true) before a worker reaches it is never started.
@@ -64,9 +67,12 @@ FIXED_OVERHEAD_BYTES = 768 << 20
 #: Scratch memory of one running computation (a feature tile's arena, a forest batch).
 SCRATCH_BYTES_PER_THREAD = 256 << 20
 
-#: ``nice`` increment of background workers and of exports started by the server.
-BACKGROUND_NICE = 10
-EXPORT_NICE = 5
+#: ``nice`` increment of background work (training) and of exports the server starts.
+#: Mild on purpose: on a machine shared with other programs at nice 0, a large increment
+#: starves the training a stroke waits for; against our own nice-0 workers, 3 still
+#: gives them about twice its share of a core.
+BACKGROUND_NICE = 3
+EXPORT_NICE = 1
 
 DEFAULT_MEMORY_BYTES = 2 << 30
 
@@ -168,9 +174,12 @@ class Lane(Executor):
         return self.pool.submit(self.name, lambda: fn(*args, **kwargs))
 
     def submit_task(self, fn: Callable[[], Any], *, token: CancelToken | None = None,
-                    stale: Callable[[], bool] | None = None) -> Future:
-        """Run ``fn`` under ``token``; skipped (Cancelled) if cancelled or stale first."""
-        return self.pool.submit(self.name, fn, token=token, stale=stale)
+                    stale: Callable[[], bool] | None = None, priority: int = 0) -> Future:
+        """Run ``fn`` under ``token``; skipped (Cancelled) if cancelled or stale first.
+
+        Within the lane, lower ``priority`` runs first (e.g. finer pyramid levels).
+        """
+        return self.pool.submit(self.name, fn, token=token, stale=stale, priority=priority)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Lanes end with their pool (:meth:`Resources.close`)."""
@@ -193,18 +202,22 @@ class WorkerPool:
         ``nice`` increment a worker takes while it runs a task of a lane.
     on_start
         Called in each worker thread when it starts (thread-local settings).
+    interactive_worker
+        Add one worker that runs only interactive tasks, so that a label edit never
+        waits for a chunk computation to end (its work waits on the disk, not the CPU).
     """
 
     def __init__(self, threads: int, *, limits: dict[str, int] | None = None,
                  nice: dict[str, int] | None = None,
-                 on_start: Callable[[], None] | None = None, name: str = "ilastik-web"):
+                 on_start: Callable[[], None] | None = None, name: str = "ilastik-web",
+                 interactive_worker: bool = False):
         self.threads = max(1, int(threads))
         self.limits = {lane: self.threads for lane in LANES}
         self.limits.update(limits or {})
         self._nice = dict(nice or {})
         self._on_start = on_start
         self._cond = threading.Condition()
-        self._queues: dict[str, list[tuple[int, _Task]]] = {lane: [] for lane in LANES}
+        self._queues: dict[str, list[tuple[int, int, _Task]]] = {lane: [] for lane in LANES}
         self._running = dict.fromkeys(LANES, 0)
         self._order = itertools.count()
         self._closed = False
@@ -213,6 +226,10 @@ class WorkerPool:
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
             for i in range(self.threads)
         ]
+        if interactive_worker:
+            self._workers.append(threading.Thread(
+                target=self._work, args=(("interactive",),), name=f"{name}-interactive",
+                daemon=True))
         for worker in self._workers:
             worker.start()
 
@@ -222,36 +239,44 @@ class WorkerPool:
         return Lane(self, name)
 
     def submit(self, lane: str, fn: Callable[[], Any], *, token: CancelToken | None = None,
-               stale: Callable[[], bool] | None = None) -> Future:
+               stale: Callable[[], bool] | None = None, priority: int = 0) -> Future:
+        """Queue ``fn`` in ``lane``; within a lane lower ``priority`` first, then FIFO."""
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the worker pool is shut down")
-            heapq.heappush(self._queues[lane], (next(self._order),
+            heapq.heappush(self._queues[lane], (int(priority), next(self._order),
                                                 _Task(future, fn, lane, token, stale)))
-            self._cond.notify()
+            self._cond.notify_all()
         return future
 
-    def queued(self) -> dict[str, int]:
+    def idle(self) -> bool:
+        """No task queued or running."""
         with self._cond:
-            return {lane: len(q) for lane, q in self._queues.items()}
+            return not any(self._queues.values()) and not any(self._running.values())
 
-    def _next(self) -> _Task | None:
-        for lane in LANES:
+    def queued(self) -> dict[str, int]:
+        """Tasks waiting per lane (those whose future was cancelled no longer count)."""
+        with self._cond:
+            return {lane: sum(not entry[-1].future.cancelled() for entry in q)
+                    for lane, q in self._queues.items()}
+
+    def _next(self, lanes: tuple[str, ...] = LANES) -> _Task | None:
+        for lane in lanes:
             if self._queues[lane] and self._running[lane] < self.limits[lane]:
-                return heapq.heappop(self._queues[lane])[1]
+                return heapq.heappop(self._queues[lane])[-1]
         return None
 
-    def _work(self) -> None:
+    def _work(self, lanes: tuple[str, ...] = LANES) -> None:
         if self._on_start is not None:
             self._on_start()
         base = thread_nice()
         while True:
             with self._cond:
-                task = self._next()
+                task = self._next(lanes)
                 while task is None and not self._closed:
                     self._cond.wait()
-                    task = self._next()
+                    task = self._next(lanes)
                 if task is None:
                     return
                 self._running[task.lane] += 1
@@ -264,6 +289,7 @@ class WorkerPool:
 
     def _run(self, task: _Task, base: int) -> None:
         if not task.future.set_running_or_notify_cancel():
+            self.dropped += 1  # its caller cancelled the future (a request that went away)
             return
         if (task.token is not None and task.token.cancelled) or (
                 task.stale is not None and task.stale()):
@@ -287,8 +313,8 @@ class WorkerPool:
         with self._cond:
             self._closed = True
             for queue in self._queues.values():
-                for _, task in queue:
-                    task.future.cancel()
+                for entry in queue:
+                    entry[-1].future.cancel()
                 queue.clear()
             self._cond.notify_all()
 
@@ -326,13 +352,16 @@ class Resources:
         # there, so no worker waits on a parallel region's slowest thread.
         self.filter_threads = 1
         self.background_threads = max(1, self.threads // 2)
-        self.forest_threads = 1 if self.threads <= 2 else self.background_threads
+        # Training runs in one niced thread of its own; its joblib threads inherit that
+        # priority, so it may use every core the viewers leave idle.
+        self.forest_threads = self.threads
         self.export_threads = max(1, self.threads // 2)
         self.pool = WorkerPool(
             self.threads,
             limits={"background": self.background_threads if self.threads > 1 else 1},
             nice={"background": BACKGROUND_NICE if self.threads > 1 else 0},
             on_start=lambda: set_numba_threads(self.filter_threads),
+            interactive_worker=True,
         )
         self.interactive = self.pool.lane("interactive")
         self.chunks = self.pool.lane("chunks")
@@ -365,6 +394,7 @@ class Resources:
             "threads": self.threads,
             "lanes": {"interactive": self.interactive.threads, "chunks": self.chunks.threads,
                       "background": self.background.threads},
+            "interactive_io_threads": 1,
             "forest_threads": self.forest_threads,
             "export_threads": self.export_threads,
             "queued": self.pool.queued(),

@@ -29,7 +29,10 @@ def test_concurrent_requests_compute_once():
 
     def compute():
         calls.append(1)
-        time.sleep(0.05)
+        # Finish only once every other request waits on this computation.
+        deadline = time.monotonic() + 120
+        while cache.stats.shared < 7 and time.monotonic() < deadline:
+            time.sleep(0.001)
         return np.arange(5)
 
     results = []

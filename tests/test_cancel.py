@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 
 from ilastik_web.cache import ArrayCache
-from ilastik_web.cancel import Cancelled, CancelToken, cancellable, check_cancelled
+from ilastik_web.cancel import (
+    Cancelled,
+    CancelToken,
+    cancel_requested,
+    cancellable,
+    check_cancelled,
+)
+
+DEADLINE_S = 120
 
 
 def test_no_token_never_cancels():
@@ -38,8 +46,11 @@ def test_waiter_recomputes_when_the_owner_is_cancelled():
     def slow():
         calls.append(threading.current_thread().name)
         started.set()
-        for _ in range(200):
-            time.sleep(0.005)
+        if threading.current_thread().name == "owner":
+            # Runs until its caller gives up (polled, with a generous deadline).
+            deadline = time.monotonic() + DEADLINE_S
+            while not cancel_requested() and time.monotonic() < deadline:
+                time.sleep(0.005)
             check_cancelled()
         return np.arange(3)
 
@@ -59,10 +70,13 @@ def test_waiter_recomputes_when_the_owner_is_cancelled():
     started.wait(5)
     b = threading.Thread(target=waiter, name="waiter")
     b.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + DEADLINE_S
+    while cache.stats.shared < 1:  # the waiter joined the owner's computation
+        assert time.monotonic() < deadline, "the waiter never joined"
+        time.sleep(0.005)
     owner_token.cancel()
-    a.join(10)
-    b.join(10)
+    a.join(DEADLINE_S)
+    b.join(DEADLINE_S)
     assert results["owner"] == "cancelled"
     assert np.array_equal(results["waiter"], np.arange(3))
     assert calls == ["owner", "waiter"]

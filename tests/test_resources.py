@@ -34,7 +34,7 @@ def test_caches_split_the_budget(resources):
 def test_threads_add_up(resources):
     assert resources.pool.threads == 2
     assert resources.background.threads == 1  # one worker always left for the viewers
-    assert resources.forest_threads == 1
+    assert resources.forest_threads == 2  # niced: it takes what the viewers leave
     described = resources.describe()
     assert described["threads"] == 2 and set(described["caches"]) == set(CACHE_SHARES)
 
@@ -124,3 +124,34 @@ def test_namespaced_views_share_a_budget_without_colliding(resources):
                                             ("1000", 1000)])
 def test_byte_size(text, expected):
     assert byte_size(text) == expected
+
+
+def test_finer_levels_first_within_a_lane():
+    pool = WorkerPool(1)
+    gate = threading.Event()
+    order: list[int] = []
+    try:
+        blocker = pool.submit("chunks", gate.wait)
+        futures = [pool.submit("chunks", lambda level=level: order.append(level),
+                               priority=level) for level in (2, 0, 1, 0)]
+        gate.set()
+        blocker.result(DEADLINE_S)
+        for f in futures:
+            f.result(DEADLINE_S)
+        assert order == [0, 0, 1, 2]
+    finally:
+        pool.shutdown()
+
+
+def test_a_label_edit_never_waits_for_busy_chunk_workers(resources):
+    gate = threading.Event()
+    started = [threading.Event(), threading.Event()]
+    try:
+        busy = [resources.chunks.submit(lambda e=e: (e.set(), gate.wait(DEADLINE_S)))
+                for e in started]
+        assert all(e.wait(DEADLINE_S) for e in started)  # every CPU worker is busy
+        assert resources.interactive.submit(lambda: "ack").result(DEADLINE_S) == "ack"
+    finally:
+        gate.set()
+    for future in busy:
+        future.result(DEADLINE_S)

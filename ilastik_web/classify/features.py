@@ -8,6 +8,7 @@ features at that position and one classifier serves every zoom level cheaply.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -194,27 +195,78 @@ def training_tiles(snapshot: LabelSnapshot, *, tile_edge: int = 256) -> list[Box
     return sorted(tiles, key=lambda b: (b.start, b.stop))
 
 
+class TrainingSamples:
+    """The labelled voxels' features of earlier trainings, per training tile.
+
+    A retraining recomputes (or fetches from the feature cache) only the tiles whose
+    labels changed: after a stroke that is the stroke's own plane, so retraining stays
+    fast when the feature cache has dropped the other tiles, and the bytes kept are just
+    those of the samples (labelled voxels × channels).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tiles: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def get(self, key: tuple, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        with self._lock:
+            kept = self._tiles.get(key)
+        if kept is None or not np.array_equal(kept[0], labels):
+            return None
+        return kept[1], kept[2]
+
+    def keep(self, tiles: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Replace the store with ``tiles`` (those of the latest training)."""
+        with self._lock:
+            self._tiles = tiles
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(x.nbytes + y.nbytes + t.nbytes for t, x, y in self._tiles.values())
+
+
 def gather_training_samples(
     computer: FeatureComputer, snapshot: LabelSnapshot, *, tile_edge: int = 256,
     should_stop: Callable[[], bool] | None = None,
+    samples: TrainingSamples | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features (samples, channels) and labels (samples,) of every labelled voxel.
 
     Features come from :meth:`FeatureComputer.features` on :func:`training_tiles`, so
-    they are cached and shared with the prediction of the same chunks.
+    they are cached and shared with the prediction of the same chunks. With ``samples``,
+    tiles whose labels did not change since the last call reuse their samples, and
+    tiles that did are computed first (the newest stroke's plane).
     """
     xs: list[np.ndarray] = []
     ys: list[np.ndarray] = []
+    kept: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    todo: list[tuple[Box, tuple, np.ndarray]] = []
+    order: list[tuple] = []
     for tile in training_tiles(snapshot, tile_edge=tile_edge):
-        if should_stop is not None and should_stop():
-            break
         labels = snapshot.read(tile)
         mask = labels > 0
         if not mask.any():
             continue
+        key = (computer.source.levels[0].key, computer.selection, tile)
+        order.append(key)
+        found = samples.get(key, labels) if samples is not None else None
+        if found is None:
+            todo.append((tile, key, labels))
+            continue
+        kept[key] = (labels, *found)
+    for tile, key, labels in todo:
+        if should_stop is not None and should_stop():
+            break
+        mask = labels > 0
         feats = computer.features(0, tile)
-        xs.append(feats[:, mask].T)
-        ys.append(labels[mask])
+        kept[key] = (labels, np.ascontiguousarray(feats[:, mask].T), labels[mask])
+    for key in order:  # tile order, whichever were reused: the same labels train alike
+        if key in kept:
+            xs.append(kept[key][1])
+            ys.append(kept[key][2])
+    if samples is not None and not (should_stop is not None and should_stop()):
+        samples.keep(kept)
     if not xs:
         return np.zeros((0, computer.num_features), np.float32), np.zeros(0, np.uint8)
     return np.concatenate(xs), np.concatenate(ys)

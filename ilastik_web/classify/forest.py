@@ -19,8 +19,35 @@ from ilastik_web.errors import InvalidRequestError
 log = logging.getLogger(__name__)
 
 DEFAULT_TREES = 100
+#: Labelled voxels a training uses at most (a class-balanced subsample beyond that):
+#: chosen by ``benchmarks/training.py`` (time against balanced accuracy, side by side).
+MAX_TRAINING_SAMPLES = 10_000
 # Trees are grown in batches so a superseded training can stop between batches.
 TREE_BATCH = 20
+
+
+def balanced_subsample(labels: np.ndarray, max_samples: int, *, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``max_samples`` labels, as evenly spread over classes as they allow.
+
+    Each class keeps ``max_samples / classes`` voxels (all of a smaller class, its unused
+    share going to the others), drawn without replacement by a seeded generator, so the
+    same labels always give the same training set. Returned sorted.
+    """
+    labels = np.asarray(labels)
+    if len(labels) <= max_samples:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.zeros(len(classes), dtype=np.int64)
+    left = int(max_samples)
+    # Water-filling: small classes take all they have, the rest share what is left.
+    for i in np.argsort(counts):
+        share = left // (len(classes) - int(np.count_nonzero(quota)))
+        quota[i] = min(int(counts[i]), share)
+        left -= quota[i]
+    picked = [rng.choice(np.flatnonzero(labels == c), int(q), replace=False)
+              for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(picked))
 
 
 class TrainingCancelled(Exception):

@@ -122,7 +122,10 @@ def precomputed_routes(
 
             try:
                 if isinstance(executor, Lane):
-                    future = executor.submit_task(compute, token=token, stale=superseded)
+                    # Finer levels first: coarse ones are what a viewer shows while it
+                    # waits, and prefetch-like (the order: coarse after training).
+                    future = executor.submit_task(compute, token=token, stale=superseded,
+                                                  priority=level_index)
                     body = (await asyncio.wrap_future(future)).data
                 else:
                     body = (await loop.run_in_executor(executor,

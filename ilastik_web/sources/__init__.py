@@ -8,7 +8,7 @@ tensorstore, locally or over http), :mod:`.hdf5` (h5py), :mod:`.tiff` (tifffile)
 """
 
 from ilastik_web.sources.array import ArrayVolume
-from ilastik_web.sources.dispatch import DEFAULT_CACHE_BYTES, default_cache, open_source
+from ilastik_web.sources.dispatch import DEFAULT_CACHE_BYTES, open_source
 from ilastik_web.sources.procedural import ProceduralParams, ProceduralVolume
 
 __all__ = [
@@ -16,6 +16,5 @@ __all__ = [
     "ArrayVolume",
     "ProceduralParams",
     "ProceduralVolume",
-    "default_cache",
     "open_source",
 ]

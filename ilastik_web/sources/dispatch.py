@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,20 +15,8 @@ from ilastik_web.sources.location import Location, MetadataReader, check_allowed
 
 logger = logging.getLogger(__name__)
 
-#: Bytes budget of the cache used for built pyramids when the caller passes none.
+#: Bytes budget of the cache a built pyramid gets when the caller passes none.
 DEFAULT_CACHE_BYTES = 512 * 2**20
-
-_default_cache: ArrayCache | None = None
-_default_cache_lock = threading.Lock()
-
-
-def default_cache() -> ArrayCache:
-    """The process-wide cache for pyramid blocks of callers that bring none."""
-    global _default_cache
-    with _default_cache_lock:
-        if _default_cache is None:
-            _default_cache = ArrayCache(DEFAULT_CACHE_BYTES)
-        return _default_cache
 
 
 def _check_voxel_size(voxel_size: Sequence[float] | None, shown: str) -> tuple | None:
@@ -146,7 +133,7 @@ def open_source(
         refused with ForbiddenError. URLs and ``procedural:`` are not paths.
     cache
         Cache for the blocks of a pyramid built for sources without a native one; a
-        process-wide 512 MiB cache when None.
+        512 MiB cache of the pyramid's own when None.
 
     Raises
     ------
@@ -172,4 +159,6 @@ def open_source(
     if isinstance(opened, MultiscaleVolume):
         return opened
     logger.debug("building a pyramid for %s", opened.key)
-    return build_pyramid(opened, cache=cache or default_cache(), name=_name_of(parsed))
+    # Without a cache of the caller's, the pyramid owns one (no process-wide cache).
+    cache = cache if cache is not None else ArrayCache(DEFAULT_CACHE_BYTES)
+    return build_pyramid(opened, cache=cache, name=_name_of(parsed))

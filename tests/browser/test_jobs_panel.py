@@ -8,8 +8,6 @@ while it runs and resume it to done.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from paint_helpers import api, wait_for
 
@@ -102,7 +100,6 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
     summary = api(base, f"/api/projects/{PROJECT}/jobs/{second['id']}")
     assert summary["state"] == "DONE" and summary["run"] == 2
     assert summary["blocks_done"] == summary["blocks_total"] == 1
-    time.sleep(0.3)
     page.screenshot(path=str(artifacts / "jobs-3-resumed.png"))
 
     # Polling stops once nothing runs.

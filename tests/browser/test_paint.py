@@ -159,7 +159,6 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
         return float((np.abs(after - before).max(axis=-1) > 30).mean())
 
     wait_for(lambda: changed_fraction() > 0.3, 120, "the predictions drawn in the xy panel")
-    time.sleep(1.0)
     page.screenshot(path=str(artifacts / "paint-2-predictions.png"))
     assert changed_fraction() > 0.3
     camera_after = _camera(page)
@@ -172,7 +171,6 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
     assert not (labels == 1).any(), "undo left labels of the last stroke"
     _check_stroke(labels, 3, path_a)
 
-    time.sleep(0.5)
     page.screenshot(path=str(artifacts / "paint-3-undone.png"))
     assert _camera(page) == camera_before
     stats = page.evaluate("ilastikWeb.stats")

@@ -40,7 +40,6 @@ def test_viewer_shows_the_volume(live_server, browser, artifacts):
         if pixels.std() > 15 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    time.sleep(1.0)
     page.screenshot(path=str(artifacts / "viewer.png"))
 
     pixels = panel_pixels(page)

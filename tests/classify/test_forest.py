@@ -61,3 +61,29 @@ def test_segmentation_and_uncertainty():
     assert seg.ravel().tolist() == [1, 2, 1]
     unc = uncertainty_from_probabilities(proba).ravel()
     assert np.allclose(unc, [0.5, 0.4, 1.0])
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_prediction_equals_scikit_learn_whatever_the_threads(n_jobs):
+    X, y = _data(n=6000)
+    clf = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=10)
+    feats = np.asfortranarray(_data(seed=1, n=12000)[0].T.reshape(4, 2, 60, 100))
+    clf.forest.set_params(n_jobs=n_jobs)
+    ours = clf.predict_proba(feats)
+    clf.forest.set_params(n_jobs=1)
+    plain = clf.forest.predict_proba(np.ascontiguousarray(feats.reshape(4, -1).T))
+    np.testing.assert_array_equal(ours.reshape(2, -1).T, plain.astype(np.float32))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_balanced_subsample_spreads_over_classes(seed):
+    from ilastik_web.classify.forest import balanced_subsample
+
+    labels = np.repeat(np.array([1, 2, 3], np.uint8), [50, 5000, 20000])
+    np.random.default_rng(seed).shuffle(labels)
+    keep = balanced_subsample(labels, 3000, seed=seed)
+    assert len(keep) == 3000 and np.all(np.diff(keep) > 0)
+    counts = np.bincount(labels[keep], minlength=4)
+    assert counts[1] == 50 and counts[2] == counts[3] == 1475  # the small class's share
+    np.testing.assert_array_equal(keep, balanced_subsample(labels, 3000, seed=seed))
+    np.testing.assert_array_equal(balanced_subsample(labels[:100], 3000), np.arange(100))

@@ -125,3 +125,31 @@ def test_training_tiles_follow_the_stroke_plane():
         covered[t.slices] = True
     labels = store.read(Box.from_shape((40, 300, 300)))
     assert covered[labels > 0].all()
+
+
+def test_retraining_computes_features_only_of_changed_tiles(blobs, blob_source):
+    from ilastik_web.cache import ArrayCache
+    from ilastik_web.classify.features import (
+        FeatureComputer,
+        TrainingSamples,
+        gather_training_samples,
+    )
+    from ilastik_web.labels import LabelStore
+
+    computer = FeatureComputer(blob_source, [("GaussianSmoothing", 1.0)], ArrayCache(0))
+    computed = []
+    original = computer._compute
+    computer._compute = lambda level, box: computed.append(box) or original(level, box)
+    store = LabelStore(blob_source.base.shape)
+    store.paint(Stroke(((3.5, 5.5, 5.5), (3.5, 5.5, 30.5)), radius=1.5, label=1))
+    store.paint(Stroke(((9.5, 5.5, 5.5), (9.5, 20.5, 5.5)), radius=1.5, label=2))
+    samples = TrainingSamples()
+    X1, y1 = gather_training_samples(computer, store.snapshot(), samples=samples)
+    assert len(computed) == 2  # two planes, one tile each (no feature cache at all)
+    store.paint(Stroke(((9.5, 30.5, 30.5), (9.5, 40.5, 40.5)), radius=1.5, label=1))
+    X2, y2 = gather_training_samples(computer, store.snapshot(), samples=samples)
+    assert len(computed) == 3  # only the plane the new stroke changed
+    fresh_X, fresh_y = gather_training_samples(computer, store.snapshot())
+    np.testing.assert_array_equal(X2, fresh_X)
+    np.testing.assert_array_equal(y2, fresh_y)
+    assert len(y2) > len(y1)

@@ -12,9 +12,22 @@ import pytest
 
 from ilastik_web.abc import Box
 from ilastik_web.cache import ArrayCache
+from ilastik_web.cancel import cancel_requested
 from ilastik_web.pyramid import build_pyramid, downsample_mean, downsample_mode
+from ilastik_web.server.context import CONTEXT_KEY
 from ilastik_web.server.layers import StaticLayer, VersionedLayer
 from ilastik_web.sources.array import ArrayVolume
+
+#: Deadline of every wait for a condition (generous: the machine may be busy).
+UNTIL_S = 120
+
+
+async def until(predicate, what: str, timeout: float = UNTIL_S) -> None:
+    """Poll ``predicate`` on the event loop until it is truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        await asyncio.sleep(0.01)
 
 
 def decode(body: bytes, dtype, shape_czyx) -> np.ndarray:
@@ -227,14 +240,16 @@ async def test_disconnected_client_leaves_no_queued_work(aiohttp_client, make_ap
     busy = asyncio.ensure_future(client.get("/precomputed/raw/v0/s0/0-256_0-256_0-1"))
     while not reads:  # the only worker is now blocked in a read
         await asyncio.sleep(0.01)
+    pool = app[CONTEXT_KEY].resources.pool
     queued = asyncio.ensure_future(client.get("/precomputed/raw/v0/s0/256-270_0-256_0-1"))
-    await asyncio.sleep(0.2)
+    await until(lambda: pool.queued()["chunks"] == 1, "the second chunk was never queued")
     queued.cancel()  # the browser dropped the request: the connection closes
-    await asyncio.sleep(0.2)
+    await until(lambda: pool.queued()["chunks"] == 0, "the server never saw the client go")
     release.set()
     assert (await busy).status == 200
-    await asyncio.sleep(0.2)
+    await until(pool.idle, "the pool never went idle")
     assert len(reads) == 1, "the cancelled chunk was still read"
+    assert pool.dropped == 1
 
 
 class _CountingVolume(ArrayVolume):
@@ -280,18 +295,19 @@ async def test_disconnected_client_stops_a_running_computation(aiohttp_client, m
 
     def slow_read(box: Box):
         reads.append(box)
-        time.sleep(0.15)
+        # The first block read lasts until the client has gone (polled, generous deadline).
+        deadline = time.monotonic() + UNTIL_S
+        while not cancel_requested() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return original(box)
 
     base._read = slow_read
     # s1 of this single-level volume is computed from level 0 in 64³ blocks: this chunk
     # needs 9 of them, i.e. 9 slow level-0 reads if it ran to the end.
     request = asyncio.ensure_future(client.get("/precomputed/raw/v0/s1/0-135_0-150_0-1"))
-    for _ in range(500):
-        if reads or request.done():
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: reads or request.done(), "the chunk did not start computing")
     assert reads and not request.done(), "the chunk did not start computing"
     request.cancel()
-    await asyncio.sleep(2.0)
-    assert 1 <= len(reads) <= 3, f"{len(reads)} blocks read after the client left"
+    pool = app[CONTEXT_KEY].resources.pool
+    await until(pool.idle, "the computation never stopped")
+    assert len(reads) == 1, f"{len(reads)} blocks read after the client left"

@@ -232,9 +232,11 @@ async def test_live_toggle_pauses_retraining(client, blobs):
     resp = await client.put("/api/projects/p/live", json={"enabled": False})
     assert (await resp.json()) == {"live_updates": False}
     await _paint_training_set(client, blobs)
-    await asyncio.sleep(0.5)
+    project = client.app[CONTEXT_KEY].projects.get("p").project
+    # A request would have set the trainer "waiting" at once (before its debounce):
+    # paused, none was made.
+    assert project.training_status.state == "idle"
     assert (await (await client.get("/api/projects/p")).json())["generation"] == 0
     await client.put("/api/projects/p/live", json={"enabled": True})
-    project = client.app[CONTEXT_KEY].projects.get("p").project
     await asyncio.get_running_loop().run_in_executor(None, project.wait_for_training, 120)
     assert (await (await client.get("/api/projects/p")).json())["generation"] >= 1
