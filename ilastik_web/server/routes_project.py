@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 import filters
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
+from ilastik_web.labels.rasterize import MAX_POINTS, check_label
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -27,6 +28,8 @@ from ilastik_web.server.viewer_state import precomputed_path
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Largest stroke body: MAX_POINTS points with room to spare.
+STROKE_MAX_BYTES = 2 * 1024 * 1024
 _PROJECT = Param("project_id", description="Project id, as listed by /api/projects")
 _CLASS = Param("value", description="Class value (1..255)", schema={"type": "integer"})
 
@@ -43,6 +46,8 @@ def stroke_from_json(body: Any) -> Stroke:
     if not isinstance(body, dict):
         raise InvalidRequestError("a stroke must be a JSON object")
     points = body.get("points_xyz")
+    if isinstance(points, list) and len(points) > MAX_POINTS:
+        raise InvalidRequestError(f"a stroke has at most {MAX_POINTS} points")
     if not isinstance(points, list) or not all(
         isinstance(p, list) and len(p) == 3 and all(isinstance(c, int | float) for c in p)
         for p in points
@@ -51,12 +56,10 @@ def stroke_from_json(body: Any) -> Stroke:
     for key in ("radius", "label"):
         if not isinstance(body.get(key), int | float) or isinstance(body.get(key), bool):
             raise InvalidRequestError(f"{key} must be a number")
-    if int(body["label"]) != body["label"]:
-        raise InvalidRequestError("label must be an integer")
     return Stroke(
         points=tuple((p[2], p[1], p[0]) for p in points),
         radius=body["radius"],
-        label=int(body["label"]),
+        label=check_label(body["label"]),
         plane=body.get("plane", "xy"),
     )
 
@@ -159,9 +162,10 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
 
     async def paint(request: web.Request) -> web.Response:
         project = served_of(request).project
-        stroke = stroke_from_json(await read_json(request))
-        # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
-        result = await run(lambda: project.paint(stroke))
+        body = await read_json(request, max_bytes=STROKE_MAX_BYTES)
+        # Parsed and rasterised in the pool, and answered only after the edit is fsync'd:
+        # an acknowledged stroke survives a crash.
+        result = await run(lambda: project.paint(stroke_from_json(body)))
         return web.json_response(_edit_json(result))
 
     async def undo(request: web.Request) -> web.Response:
