@@ -35,6 +35,9 @@ class ServerConfig:
         "cpu" or "cuda" for SAM; None: CUDA when present.
     sam_cache_dir
         Where SAM embeddings are cached on disk (None: memory only).
+    engines
+        Batch engines offered to requests by name, each ``NAME=KIND[,KEY=VALUE...]``
+        (see :mod:`hpc.engine_config`); ``local`` is always offered.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +50,7 @@ class ServerConfig:
     sam_models: tuple[str, ...] = ()
     sam_device: str | None = None
     sam_cache_dir: Path | None = None
+    engines: tuple[str, ...] = ()
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from hpc.engine_config import EngineRegistry
 from ilastik_web.cache import ArrayCache
 from ilastik_web.config import ServerConfig
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
@@ -126,7 +127,8 @@ def create_app(
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor))
     table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,
-                            allowed_roots=config.allowed_roots or None))
+                            allowed_roots=config.allowed_roots or None,
+                            engines=EngineRegistry.parse(config.engines)))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
