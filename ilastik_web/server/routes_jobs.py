@@ -35,6 +35,18 @@ T = TypeVar("T")
 
 _SUFFIX = {"ome-zarr": ".ome.zarr", "n5": ".n5", "precomputed": ".precomputed",
            "hdf5": ".h5", "tiff": ".tif"}
+_SUBMIT_SCHEMA = {
+    "type": "object", "required": ["export"],
+    "properties": {
+        "export": {"enum": list(OUTPUTS)},
+        "format": {"enum": list(FORMATS)},
+        "output": {"type": "string"},
+        "roi": {"type": "string", "pattern": r"^[0-9:,]*$"},
+        "level": {"type": "integer", "minimum": 0},
+        "memory_bytes": {"type": "integer", "minimum": 1},
+        "engine": {"type": "string"},
+    },
+}
 _PROJECT = Param("project_id", description="Project id")
 _JOB = Param("job_id", description="Job id")
 
@@ -210,6 +222,7 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
                            '"tiff", "output"?: path, "roi"?: "z0:z1,y0:y1,x0:x1", "level"?: '
                            'int, "memory_bytes"?: int, "engine"?: name of a configured '
                            'engine (GET /api/engines)}',
+              body_schema=_SUBMIT_SCHEMA,
               responses={201: "The job", 400: "Bad request", 403: "Output not allowed",
                          409: "Output exists", 503: "No classifier yet"}),
         Route("GET", "/api/projects/{project_id}/jobs/{job_id}", get_job, name="get_job",

@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 import filters
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
-from ilastik_web.labels.rasterize import MAX_POINTS, check_label
+from ilastik_web.labels.rasterize import MAX_POINTS, MAX_RADIUS, PLANES, check_label
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -32,6 +32,33 @@ T = TypeVar("T")
 STROKE_MAX_BYTES = 2 * 1024 * 1024
 _PROJECT = Param("project_id", description="Project id, as listed by /api/projects")
 _CLASS = Param("value", description="Class value (1..255)", schema={"type": "integer"})
+
+
+_COLOR = {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}
+_POINT = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+STROKE_SCHEMA = {
+    "type": "object", "required": ["points_xyz", "radius", "label"],
+    "properties": {
+        "points_xyz": {"type": "array", "items": _POINT, "minItems": 1,
+                       "maxItems": MAX_POINTS},
+        "radius": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS},
+        "label": {"type": "integer", "minimum": 0, "maximum": 255},
+        "plane": {"enum": list(PLANES)},
+    },
+}
+_CLASS_SCHEMA = {"type": "object", "required": ["name"],
+                 "properties": {"name": {"type": "string", "minLength": 1}, "color": _COLOR}}
+_CLASS_UPDATE_SCHEMA = {"type": "object",
+                        "properties": {"name": {"type": "string"}, "color": _COLOR}}
+_SELECTION_SCHEMA = {
+    "type": "object", "required": ["selection"],
+    "properties": {"selection": {"type": "array", "items": {
+        "type": "array", "minItems": 2, "maxItems": 3,
+        "prefixItems": [{"enum": list(filters.FEATURE_IDS)}, {"type": "number"},
+                        {"type": "boolean"}]}}},
+}
+_LIVE_SCHEMA = {"type": "object", "required": ["enabled"],
+                "properties": {"enabled": {"type": "boolean"}}}
 
 
 def _edit_json(result: EditResult | None) -> dict[str, Any]:
@@ -254,10 +281,12 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
         Route("POST", "/api/projects/{project_id}/classes", add_class, name="add_class",
               summary="Add a label class", permission="write", parameters=p, tags=tags,
               request_body='{"name": str, "color": "#rrggbb" (optional)}',
+              body_schema=_CLASS_SCHEMA,
               responses={201: "The new class", 400: "Bad name or colour"}),
         Route("PATCH", "/api/projects/{project_id}/classes/{value}", update_class,
               name="update_class", summary="Rename or recolour a class", permission="write",
               parameters=(*p, _CLASS), tags=tags, request_body='{"name"?: str, "color"?: str}',
+              body_schema=_CLASS_UPDATE_SCHEMA,
               responses={200: "The class", 404: "No such class"}),
         Route("DELETE", "/api/projects/{project_id}/classes/{value}", delete_class,
               name="delete_class", summary="Delete a class and erase its labels (undoable)",
@@ -267,7 +296,8 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
               summary="Paint a stroke; answered once it is durable", permission="write",
               parameters=p, tags=tags, responses={**edit, 400: "Malformed stroke"},
               request_body='{"points_xyz": [[x, y, z], ...], "radius": voxels, '
-                           '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}'),
+                           '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}',
+              body_schema=STROKE_SCHEMA),
         Route("POST", "/api/projects/{project_id}/undo", undo, name="undo", tags=tags,
               summary="Undo the latest label edit", permission="write", parameters=p,
               responses=edit),
@@ -281,6 +311,7 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
               summary="Replace the feature selection (retrains)", permission="write",
               parameters=p, tags=tags,
               request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
+              body_schema=_SELECTION_SCHEMA,
               responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
         Route("GET", "/api/projects/{project_id}/importance", importance, name="importance",
               summary="Feature importance of the current classifier, per channel",
@@ -290,7 +321,7 @@ def project_routes(hub: ProjectHub, executor: Executor) -> list[Route]:
               parameters=p, responses={200: "The new generation", 400: "Too few classes"}),
         Route("PUT", "/api/projects/{project_id}/live", set_live, name="set_live", tags=tags,
               summary="Pause or resume live retraining after each change", permission="write",
-              parameters=p, request_body='{"enabled": bool}',
+              parameters=p, request_body='{"enabled": bool}', body_schema=_LIVE_SCHEMA,
               responses={200: "The new setting", 400: "Malformed body"}),
         Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
               summary="WebSocket of project events (labels, classes, features, generation, "

@@ -62,6 +62,8 @@ class Route:
         OpenAPI tags (the route group).
     request_body
         Description of a JSON request body, if any.
+    body_schema
+        JSON Schema of that body (the document says "any object" when absent).
     """
 
     method: str
@@ -76,6 +78,7 @@ class Route:
     content_type: str = "application/json"
     tags: tuple[str, ...] = ()
     request_body: str | None = None
+    body_schema: dict[str, Any] | None = None
 
 
 class RouteTable:
