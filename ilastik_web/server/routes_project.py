@@ -128,6 +128,8 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
         "label_revision": project.labels.revision,
         "can_undo": project.labels.can_undo,
         "can_redo": project.labels.can_redo,
+        # Log records skipped as unreadable when the project was opened (normally none).
+        "label_problems": list(project.labels.problems),
         "training": project.training_status.to_json(),
         "live_updates": project.live_updates,
         "layers": layers,
