@@ -76,6 +76,7 @@ def test_a_symlink_out_of_the_root_is_refused(trained_project, tmp_path, fmt, na
     assert list(outside.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_one_new_output_goes_to_exactly_one_of_two_simultaneous_jobs(trained_project,
                                                                       tmp_path):
     async def scenario(client):
@@ -92,6 +93,7 @@ def test_one_new_output_goes_to_exactly_one_of_two_simultaneous_jobs(trained_pro
     _run(trained_project, [tmp_path], scenario)
 
 
+@pytest.mark.slow
 def test_hdf5_export_leaves_the_users_partial_file_alone(trained_project, tmp_path):
     mine = tmp_path / "new.h5.partial"
     mine.write_bytes(b"the user's own file")

@@ -87,6 +87,7 @@ def _with_real_ids(document: dict, project: Project, job_id: str) -> dict:
     return document
 
 
+@pytest.mark.slow
 def test_no_request_from_the_documented_schemas_gets_a_5xx(server):
     base, project, job_id = server
     with urllib.request.urlopen(base + "/api/openapi.json", timeout=60) as response:
