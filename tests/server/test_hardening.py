@@ -17,7 +17,6 @@ from ilastik_web.labels import Stroke
 from ilastik_web.project import Project
 from ilastik_web.server.app import create_app
 from ilastik_web.server.layers import StaticLayer
-from tests.conftest import fill_disk
 
 
 def _app(blob_source, folder, classes=("background", "blob")):
@@ -104,7 +103,7 @@ async def test_all_255_classes_in_use_is_answered(aiohttp_client, tmp_path, blob
 
 
 async def test_full_disk_refuses_edits_without_burning_revisions(
-        small_tmpfs, aiohttp_client, blob_source):
+        small_tmpfs, fill_disk, aiohttp_client, blob_source):
     app, project = _app(blob_source, small_tmpfs / "p")
     client = await aiohttp_client(app)
     project.labels.checkpoint_every = None  # the log alone must hold every edit here

@@ -29,12 +29,15 @@ SKIPPED = {"viewer_events"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, blobs):
-    from tests.conftest import pyramid_of
+    from ilastik_web.abc import MultiscaleVolume
+    from ilastik_web.sources.array import ArrayVolume
 
     image, truth = blobs
     folder = tmp_path_factory.mktemp("schemathesis")
     cache = ArrayCache(64 * 2**20)
-    raw = StaticLayer("raw", pyramid_of(image), cache=cache)
+    volume = MultiscaleVolume("blobs", [ArrayVolume(image[None], voxel_size=(2.0, 1.0, 1.0),
+                                                    chunk_shape=(8, 32, 32))])
+    raw = StaticLayer("raw", volume, cache=cache)
     project = Project.create(folder / "p", raw.volume("v0"), classes=["background", "blob"])
     for z in (6, 17):
         for label in (1, 2):
