@@ -40,13 +40,14 @@ from hpc.job import (
 )
 from hpc.plan import BlockPlan, block_shape_for_budget, default_chunk_shape
 from hpc.worker import finalize
-from hpc.writers import OutputLayout, OutputStore
+from hpc.writers import OutputLayout, OutputStore, release_output, reserve_output
 from ilastik_web.abc import Box
 from ilastik_web.classify.blockwise import check_output, output_channels, output_dtype
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import PixelClassifier
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.ngff import ClassInfo
+from ilastik_web.sources.location import check_path_text
 
 log = logging.getLogger(__name__)
 
@@ -138,20 +139,20 @@ class JobService:
                classes: Sequence[ClassInfo] = ()) -> Job:
         """A PENDING job with the classifier frozen (copied into the job folder).
 
+        The output is reserved atomically (created empty, exclusively), so of two jobs
+        asking for one new output exactly one gets it, and nothing that exists is reused.
+
         Raises
         ------
         InvalidRequestError
-            Bad export, format, level or region, a budget too small for one chunk, an
-            output path that already exists, or a classifier that does not fit the
-            feature selection.
+            Bad export, format, level or region, a budget too small for one chunk, a
+            missing output folder, or a classifier that does not fit the feature selection.
+        ConflictError
+            The output path exists (or another job just reserved it).
         """
         if tuple(classifier.feature_names) != tuple(computer.channel_names):
             raise InvalidRequestError("the classifier was trained on other features")
-        output_path = Path(output).resolve()
-        if output_path.exists():
-            raise InvalidRequestError(f"output {output_path} already exists")
-        if not output_path.parent.is_dir():
-            raise InvalidRequestError(f"output folder {output_path.parent} does not exist")
+        output_path = Path(os.path.realpath(check_path_text(str(output))))
         spec = JobSpec(source=source, output=str(output_path), format=format, export=export,
                        level=level, voxel_size=tuple(voxel_size) if voxel_size else None,
                        engine=engine or EngineSpec(), project=project, generation=generation,
@@ -159,7 +160,13 @@ class JobService:
         plan, layout = plan_job(computer, classifier, export=export, level=level, roi=roi,
                                 memory_bytes=memory_bytes, block_shape=block_shape,
                                 chunk_shape=chunk_shape, classes=classes)
-        job = self.store.create(spec, plan, classifier=classifier, selection=computer.selection)
+        reserve_output(output_path, format)
+        try:
+            job = self.store.create(spec, plan, classifier=classifier,
+                                    selection=computer.selection)
+        except BaseException:
+            release_output(output_path)
+            raise
         job.update(layout=layout.to_json())
         job.append_log("driver", f"created: {len(plan)} blocks of {plan.block_shape} "
                                  f"over {plan.roi}, {export} as {format}")

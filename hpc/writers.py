@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ import tensorstore as ts
 import tifffile
 
 from ilastik_web.abc import Box
-from ilastik_web.errors import InvalidRequestError
+from ilastik_web.errors import ConflictError, InvalidRequestError
 from ilastik_web.ngff import ClassInfo, classes_for_values, image_label, multiscales, omero
 from ilastik_web.pyramid import downsample_mean, downsample_mode, pyramid_factors
 
@@ -142,6 +144,55 @@ def _xyzc_spec(driver: str, path: Path, layout: OutputLayout) -> dict:
         "scale_metadata": {"size": [x, y, z], "resolution": [vx, vy, vz],
                            "encoding": "raw", "chunk_size": [cx, cy, cz]},
     }
+
+
+#: Formats whose output is a folder (the others are one file).
+FOLDER_FORMATS = ("ome-zarr", "n5", "precomputed")
+
+
+def reserve_output(path: Path, format: str) -> None:
+    """Create ``path`` empty and exclusively (a folder or a file, as ``format`` needs).
+
+    Exclusive creation fails on anything already there, a dangling symlink included, so
+    two jobs never share an output and nothing of the user's is overwritten.
+
+    Raises
+    ------
+    ConflictError
+        Something exists at ``path``.
+    InvalidRequestError
+        The parent folder does not exist.
+    """
+    try:
+        if format in FOLDER_FORMATS:
+            os.mkdir(path)
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise ConflictError(f"output {path} already exists") from None
+    except FileNotFoundError:
+        raise InvalidRequestError(f"output folder {path.parent} does not exist") from None
+    except NotADirectoryError:
+        raise InvalidRequestError(f"{path.parent} is not a folder") from None
+
+
+def release_output(path: Path) -> None:
+    """Undo :func:`reserve_output` (only while the reservation is still empty)."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        elif path.is_file() and path.stat().st_size == 0:
+            path.unlink()
+    except OSError:
+        log.warning("could not release the reserved output %s", path)
+
+
+def _partial_file(output: Path) -> Path:
+    """A new, exclusively created file next to ``output`` to write it in, then rename."""
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".partial",
+                                dir=output.parent)
+    os.close(fd)
+    return Path(name)
 
 
 class OutputStore:
@@ -315,9 +366,18 @@ class OutputStore:
         (group / ".zattrs").write_text(json.dumps(attributes, indent=2))
 
     def _convert_hdf5(self) -> None:
-        layout = self.layout
         staged = self._open()
-        tmp = self.output.with_name(self.output.name + ".partial")
+        tmp = _partial_file(self.output)
+        try:
+            self._write_hdf5(tmp, staged)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(self.output)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def _write_hdf5(self, tmp: Path, staged: ts.TensorStore) -> None:
+        layout = self.layout
         chunks = (layout.channel_chunk,
                   *[min(c, s) for c, s in zip(layout.chunk_shape, layout.shape, strict=True)])
         with h5py.File(tmp, "w") as f:
@@ -332,8 +392,6 @@ class OutputStore:
                 for key, flag in (("c", 1), ("z", 2), ("y", 2), ("x", 2))
             ]})
             dataset.attrs["element_size_um"] = [v / 1000.0 for v in layout.voxel_size]
-        tmp.replace(self.output)
-        shutil.rmtree(self.staging, ignore_errors=True)
 
     def _convert_tiff(self) -> None:
         layout = self.layout
@@ -348,11 +406,15 @@ class OutputStore:
 
         z, y, x = layout.shape
         vz, vy, vx = (v / 1000.0 for v in layout.voxel_size)
-        tmp = self.output.with_name(self.output.name + ".partial")
-        tifffile.imwrite(
-            tmp, data=pages(), shape=(z, layout.channels, y, x), dtype=layout.dtype,
-            imagej=True, resolution=(1.0 / vx, 1.0 / vy),
-            metadata={"axes": "ZCYX", "spacing": vz, "unit": "um"},
-        )
+        tmp = _partial_file(self.output)
+        try:
+            tifffile.imwrite(
+                tmp, data=pages(), shape=(z, layout.channels, y, x), dtype=layout.dtype,
+                imagej=True, resolution=(1.0 / vx, 1.0 / vy),
+                metadata={"axes": "ZCYX", "spacing": vz, "unit": "um"},
+            )
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(self.output)
         shutil.rmtree(self.staging, ignore_errors=True)

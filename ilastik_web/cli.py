@@ -140,6 +140,13 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="a Segment Anything checkpoint for the SAM tools, e.g. "
                             "vit_b:/models/sam_vit_b.pth or lm=vit_b_lm:/models/vit_b_lm.pt "
                             "(repeatable; never downloaded)")
+    serve.add_argument("--engine", action="append", default=[],
+                       metavar="NAME=KIND[,KEY=VALUE...]",
+                       help="offer a batch engine to jobs under NAME, e.g. "
+                            "cluster=dask,address=tcp://host:8786 or "
+                            "gpu=slurm,partition=gpu,gpus=1 (repeatable; 'local' is always "
+                            "offered). Requests pick one by name and can never give an "
+                            "address of their own")
     serve.add_argument("--sam-device", choices=["cpu", "cuda"], default=None,
                        help="device for SAM (default: CUDA when present, else CPU)")
     serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
@@ -323,7 +330,14 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
         accounts_path=default_data_dir() / "accounts.json",
+        engines=tuple(args.engine),
     )
+    from hpc.engine_config import EngineRegistry
+
+    try:
+        EngineRegistry.parse(config.engines)
+    except IlastikWebError as exc:
+        raise CommandError(str(exc)) from None
     try:
         asyncio.run(_serve(args, config, layers, projects, resources))
     except KeyboardInterrupt:

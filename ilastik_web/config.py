@@ -43,6 +43,9 @@ class ServerConfig:
     user_limits
         Per-person request rate, stroke size and SAM share
         (:class:`ilastik_web.server.limits.UserLimits`; None: its defaults).
+    engines
+        Batch engines offered to requests by name, each ``NAME=KIND[,KEY=VALUE...]``
+        (see :mod:`hpc.engine_config`); ``local`` is always offered.
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +60,7 @@ class ServerConfig:
     sam_cache_dir: Path | None = None
     accounts_path: Path | None = None
     user_limits: object | None = None
+    engines: tuple[str, ...] = ()
 
     @staticmethod
     def token_from_env() -> str | None:

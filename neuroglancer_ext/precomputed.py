@@ -29,8 +29,9 @@ from ilastik_web.errors import (
 
 #: Fast gzip: chunks are generated per request, so speed beats ratio.
 GZIP_LEVEL = 1
-_CHUNK_NAME = re.compile(r"^(\d+)-(\d+)_(\d+)-(\d+)_(\d+)-(\d+)$")
-_SCALE_KEY = re.compile(r"^s(\d+)$")
+# Bounded digit counts: Python refuses to parse integers of over 4,300 digits.
+_CHUNK_NAME = re.compile(r"^(\d{1,12})-(\d{1,12})_(\d{1,12})-(\d{1,12})_(\d{1,12})-(\d{1,12})$")
+_SCALE_KEY = re.compile(r"^s(\d{1,6})$")
 
 # Neuroglancer's data types; others are converted to the nearest supported one.
 _SUPPORTED = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "float32"}

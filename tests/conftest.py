@@ -72,8 +72,14 @@ def small_tmpfs(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
-def fill_disk(folder) -> list:
-    """Fill the file system of ``folder`` with files; returns them (delete to free space)."""
+@pytest.fixture
+def fill_disk():
+    """``fill_disk(folder)`` fills the file system of ``folder`` with files and returns
+    them (delete them to free the space)."""
+    return _fill_disk
+
+
+def _fill_disk(folder) -> list:
     files = []
     chunk = b"x" * 4096
     while True:

@@ -111,7 +111,8 @@ def check_label(label) -> int:
     if isinstance(label, bool) or not isinstance(label, int | float | np.integer):
         raise InvalidRequestError("label must be an integer 0..255")
     if not (0 <= label <= 255) or int(label) != label:
-        raise InvalidRequestError("label must be 0 (eraser) or a class value 1..255")
+        raise InvalidRequestError("label must be an integer: 0 (eraser) or a class value "
+                                  "1..255")
     return int(label)
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from hpc.engine_config import EngineRegistry
 from ilastik_web.config import ServerConfig
 from ilastik_web.resources import Resources
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
@@ -113,7 +114,7 @@ def create_app(
     table.extend(project_routes(ctx.projects, resources.interactive, ctx.access))
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
                             allowed_roots=config.allowed_roots or None,
-                            resources=resources))
+                            resources=resources, engines=EngineRegistry.parse(config.engines)))
     table.extend(export_routes(ctx.projects, resources.interactive,
                                allowed_roots=config.allowed_roots or None))
     sam = SamService(SamSettings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 
@@ -12,6 +13,8 @@ from ilastik_web.pyramid import build_pyramid
 from ilastik_web.sam.instances import InstanceStore, InstanceVolume
 from ilastik_web.server.display import LayerDisplay
 from ilastik_web.server.layers import ServedLayer
+
+_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class InstanceLayer(ServedLayer):
@@ -36,7 +39,7 @@ class InstanceLayer(ServedLayer):
 
     def volume(self, version: str) -> MultiscaleVolume:
         revision_text, _, uid = version[1:].partition("-")
-        if not version.startswith("i") or not revision_text.isdigit() or uid != self.uid:
+        if not version.startswith("i") or not _DIGITS.fullmatch(revision_text) or uid != self.uid:
             raise NotFoundError(f"unknown version {version!r}")
         revision, current = int(revision_text), self.store.revision
         if revision < current:

@@ -253,7 +253,7 @@ class VersionedLayer(ServedLayer):
                 raise NotReadyError(f"layer {self.layer_id!r} has no data yet")
             return volume
         number = version[1:] if version.startswith("v") else ""
-        if number.isdigit() and int(number) < counter:
+        if re.fullmatch(r"[0-9]{1,18}", number) and int(number) < counter:
             raise GoneError(
                 f"version {version!r} of layer {self.layer_id!r} was superseded by {current!r}"
             )

@@ -61,7 +61,9 @@ def openapi_document(table: RouteTable, *, server_url: str | None = None) -> dic
         if route.request_body:
             operation["requestBody"] = {
                 "description": route.request_body,
-                "content": {"application/json": {}},
+                "required": True,
+                "content": {"application/json": {
+                    "schema": route.body_schema or {"type": "object"}}},
             }
         if route.public:
             operation["security"] = []

@@ -25,7 +25,7 @@ PREDICTION_OUTPUTS = ("probabilities", "segmentation", "uncertainty")
 
 
 def _parse_version(version: str, letter: str, uid: str) -> int:
-    match = re.fullmatch(rf"{letter}(\d+)-([0-9a-f]+)", version)
+    match = re.fullmatch(rf"{letter}([0-9]{{1,18}})-([0-9a-f]+)", version)
     if match is None or match.group(2) != uid:
         raise NotFoundError(f"unknown version {version!r}")
     return int(match.group(1))
@@ -65,19 +65,24 @@ class LabelLayer(ServedLayer):
 
     def volume(self, version: str) -> MultiscaleVolume:
         revision = _parse_version(version, "r", self.project.uid)
-        current = self.project.labels.revision
-        if revision < current:
-            raise GoneError(f"label revision {revision} was superseded by {current}")
-        if revision > current:
-            raise NotFoundError(f"label revision {revision} does not exist yet")
         with self._lock:
-            if self._built is None or self._built[0] != revision:
-                snapshot = self.project.labels.snapshot()
-                base = LabelVolume(snapshot, self.project.source.base.voxel_size,
-                                   key_prefix=f"labels-{self.project.uid}")
-                pyramid = build_pyramid(base, cache=self.cache, name="labels", method="mode")
-                self._built = (snapshot.revision, pyramid)
-            return self._built[1]
+            built = self._built
+            if built is not None and built[0] == revision == self.project.labels.revision:
+                return built[1]  # built from a snapshot of exactly this revision
+            # The snapshot is taken first and its own revision checked: a revision read
+            # apart from it could be followed by an edit before the snapshot, and chunks
+            # under rN would then hold N+1 (with immutable cache headers).
+            snapshot = self.project.labels.snapshot()
+            if revision < snapshot.revision:
+                raise GoneError(f"label revision {revision} was superseded by "
+                                f"{snapshot.revision}")
+            if revision > snapshot.revision:
+                raise NotFoundError(f"label revision {revision} does not exist yet")
+            base = LabelVolume(snapshot, self.project.source.base.voxel_size,
+                               key_prefix=f"labels-{self.project.uid}")
+            pyramid = build_pyramid(base, cache=self.cache, name="labels", method="mode")
+            self._built = (snapshot.revision, pyramid)
+            return pyramid
 
     @property
     def display(self) -> LayerDisplay:

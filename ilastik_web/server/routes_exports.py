@@ -62,7 +62,7 @@ def export_routes(hub: ProjectHub, executor: Executor, *,
         served = hub.get(request.match_info["project_id"])
         body = await read_json(request) if request.can_read_body else {}
         output = _labels_output(served.project, body)
-        check_allowed(output.parent, allowed_roots, str(output))
+        output = check_allowed(output, allowed_roots, str(output))
         path = await run(lambda: export_labels(served.project, output))
         return web.json_response({"path": str(path), "revision": served.project.labels.revision})
 
@@ -70,11 +70,11 @@ def export_routes(hub: ProjectHub, executor: Executor, *,
     return [
         Route("GET", "/api/projects/{project_id}/export.ilp", download_ilp, name="export_ilp",
               summary="the project as a desktop ilastik 1.4 .ilp (labels, classes, features)",
-              permission="read", parameters=(_PROJECT,), content_type="application/x-hdf5",
+              role="viewer", parameters=(_PROJECT,), content_type="application/x-hdf5",
               tags=tags),
         Route("POST", "/api/projects/{project_id}/exports/labels", write_labels,
               name="export_labels",
               summary="write the painted labels as OME-Zarr 0.4 with class colours "
                       '(body {"output"?: path}; default: exports/ in the project folder)',
-              permission="write", parameters=(_PROJECT,), tags=tags),
+              role="owner", parameters=(_PROJECT,), tags=tags),
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from hpc.engine_config import EngineRegistry
 from hpc.job import FORMATS, EngineSpec
 from hpc.local_process import ProcessLauncher
 from hpc.plan import parse_roi
@@ -36,8 +38,18 @@ T = TypeVar("T")
 
 _SUFFIX = {"ome-zarr": ".ome.zarr", "n5": ".n5", "precomputed": ".precomputed",
            "hdf5": ".h5", "tiff": ".tif"}
-_ENGINE_FIELDS = ("kind", "workers", "threads", "address", "partition", "account", "time",
-                  "mem", "cpus", "gpus", "blocks_per_task")
+_SUBMIT_SCHEMA = {
+    "type": "object", "required": ["export"],
+    "properties": {
+        "export": {"enum": list(OUTPUTS)},
+        "format": {"enum": list(FORMATS)},
+        "output": {"type": "string"},
+        "roi": {"type": "string", "pattern": r"^[0-9:,]*$"},
+        "level": {"type": "integer", "minimum": 0},
+        "memory_bytes": {"type": "integer", "minimum": 1},
+        "engine": {"type": "string"},
+    },
+}
 _PROJECT = Param("project_id", description="Project id")
 _JOB = Param("job_id", description="Job id")
 
@@ -64,20 +76,18 @@ class JobServices:
             return service
 
 
-def _engine_of(body: dict[str, Any]) -> EngineSpec:
-    engine = body.get("engine") or {"kind": "local"}
-    if isinstance(engine, str):
-        engine = {"kind": engine}
-    if not isinstance(engine, dict) or set(engine) - set(_ENGINE_FIELDS):
-        raise InvalidRequestError(f"engine must be an object with keys from {_ENGINE_FIELDS}")
-    try:
-        return EngineSpec(**engine)
-    except TypeError as exc:
-        raise InvalidRequestError(f"bad engine: {exc}") from None
+def _engine_of(body: dict[str, Any], engines: EngineRegistry) -> EngineSpec:
+    """The configured engine the body names; engines are never described by a request."""
+    name = body.get("engine")
+    if name is not None and not isinstance(name, str):
+        raise InvalidRequestError("engine must be the name of a configured engine: "
+                                  f"{', '.join(engines.names())}")
+    return engines.get(name)
 
 
 def submit_request(served: ServedProject, service: JobService, body: Any,
-                   allowed_roots: Sequence[Path] | None):
+                   allowed_roots: Sequence[Path] | None,
+                   engines: EngineRegistry | None = None):
     """Validate a submit body and start the job (blocking; run it in the executor)."""
     if not isinstance(body, dict):
         raise InvalidRequestError('expected {"export": ..., "format"?: ..., "output"?: ...}')
@@ -93,17 +103,20 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
     memory = body.get("memory_bytes", 1 << 30)
     if not isinstance(memory, int) or memory <= 0:
         raise InvalidRequestError("memory_bytes must be a positive integer")
+    engine = _engine_of(body, engines or EngineRegistry())
     project = served.project
     output = body.get("output")
     if output is None:
         exports = project.directory / "exports"
         exports.mkdir(exist_ok=True)
-        output = exports / f"g{project.generation}-{export}-{len(service.store.list())}" \
+        output = exports / f"g{project.generation}-{export}-{secrets.token_hex(4)}" \
                            f"{_SUFFIX[fmt]}"
     elif not isinstance(output, str) or not output.strip():
         raise InvalidRequestError("output must be a path")
-    output = Path(output)
-    check_allowed(output.parent, allowed_roots, str(output))
+    else:
+        # The output itself is resolved (a symlink to outside the roots is refused), then
+        # reserved atomically by the service.
+        output = check_allowed(Path(output), allowed_roots, output)
     roi = body.get("roi")
     if roi is not None:
         if not isinstance(roi, str):
@@ -112,13 +125,14 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
             raise InvalidRequestError(f"level {level} outside 0..{len(project.source) - 1}")
         roi = parse_roi(roi, project.source.levels[level].shape)
     return service.submit_from_project(project, output=output, format=fmt, export=export,
-                                       level=level, roi=roi, engine=_engine_of(body),
+                                       level=level, roi=roi, engine=engine,
                                        memory_bytes=memory, background=True)
 
 
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
                allowed_roots: Sequence[Path] | None = None,
-               resources: Resources | None = None) -> list[Route]:
+               resources: Resources | None = None,
+               engines: EngineRegistry | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -135,10 +149,13 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
         With them, local jobs run in worker processes at a lower OS priority with
         ``resources.export_threads`` threads (their CPU share) instead of in a thread of
         the server.
+    engines
+        The engines requests may name (from the server's configuration; default: local).
     """
     launcher = (ProcessLauncher(resources.export_threads, EXPORT_NICE)
                 if resources is not None else None)
     services = JobServices(hub, launcher)
+    engines = engines or EngineRegistry()
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
@@ -154,7 +171,7 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     async def submit_job(request: web.Request) -> web.Response:
         served, service = context(request)
         body = await read_json(request)
-        job = await run(lambda: submit_request(served, service, body, allowed_roots))
+        job = await run(lambda: submit_request(served, service, body, allowed_roots, engines))
         return web.json_response(await run(lambda: service.get(job.id)), status=201)
 
     async def get_job(request: web.Request) -> web.Response:
@@ -186,6 +203,8 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
             from ilastik_web.server.layers import StaticLayer
 
             summary = service.get(job_id)
+            # Checked again: the path may have been replaced since the job was submitted.
+            check_allowed(Path(summary["output"]), allowed_roots, summary["output"])
             volume = service.output_source(job_id)
             kind = "segmentation" if summary["export"] == "segmentation" else "image"
             # A short name (the layer bar is narrow) and the project's class colours.
@@ -199,10 +218,15 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
 
         return web.json_response(await run(register), status=201)
 
+    async def list_engines(request: web.Request) -> web.Response:
+        return web.json_response({"engines": engines.describe()})
+
     p = (_PROJECT,)
     pj = (_PROJECT, _JOB)
     tags = ("jobs",)
     return [
+        Route("GET", "/api/engines", list_engines, name="list_engines", tags=tags,
+              summary="The batch engines this server offers (configured by its operator)"),
         Route("GET", "/api/projects/{project_id}/jobs", list_jobs, name="list_jobs",
               role="owner", tags=tags,
               summary="Batch jobs of a project with state and progress", parameters=p),
@@ -212,11 +236,11 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
               request_body='{"export": "probabilities"|"segmentation"|"uncertainty"|'
                            '"features", "format"?: "ome-zarr"|"n5"|"precomputed"|"hdf5"|'
                            '"tiff", "output"?: path, "roi"?: "z0:z1,y0:y1,x0:x1", "level"?: '
-                           'int, "memory_bytes"?: int, "engine"?: {"kind": "local"|"dask"|'
-                           '"slurm", "workers", "threads", "address", "partition", '
-                           '"account", "time", "mem", "cpus", "gpus", "blocks_per_task"}}',
+                           'int, "memory_bytes"?: int, "engine"?: name of a configured '
+                           'engine (GET /api/engines)}',
+              body_schema=_SUBMIT_SCHEMA,
               responses={201: "The job", 400: "Bad request", 403: "Output not allowed",
-                         503: "No classifier yet"}),
+                         409: "Output exists", 503: "No classifier yet"}),
         Route("GET", "/api/projects/{project_id}/jobs/{job_id}", get_job, name="get_job",
               summary="A job's state and progress (blocks done of total)", parameters=pj,
               role="owner", tags=tags, responses={200: "The job", 404: "No such job"}),

@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 import filters
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
+from ilastik_web.labels.rasterize import MAX_POINTS, MAX_RADIUS, PLANES, check_label
 from ilastik_web.server.auth import Access, principal_of
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
@@ -28,8 +29,37 @@ from ilastik_web.server.viewer_state import precomputed_path
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+#: Largest stroke body: MAX_POINTS points with room to spare.
+STROKE_MAX_BYTES = 2 * 1024 * 1024
 _PROJECT = Param("project_id", description="Project id, as listed by /api/projects")
 _CLASS = Param("value", description="Class value (1..255)", schema={"type": "integer"})
+
+
+_COLOR = {"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"}
+_POINT = {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3}
+STROKE_SCHEMA = {
+    "type": "object", "required": ["points_xyz", "radius", "label"],
+    "properties": {
+        "points_xyz": {"type": "array", "items": _POINT, "minItems": 1,
+                       "maxItems": MAX_POINTS},
+        "radius": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_RADIUS},
+        "label": {"type": "integer", "minimum": 0, "maximum": 255},
+        "plane": {"enum": list(PLANES)},
+    },
+}
+_CLASS_SCHEMA = {"type": "object", "required": ["name"],
+                 "properties": {"name": {"type": "string", "minLength": 1}, "color": _COLOR}}
+_CLASS_UPDATE_SCHEMA = {"type": "object",
+                        "properties": {"name": {"type": "string"}, "color": _COLOR}}
+_SELECTION_SCHEMA = {
+    "type": "object", "required": ["selection"],
+    "properties": {"selection": {"type": "array", "items": {
+        "type": "array", "minItems": 2, "maxItems": 3,
+        "prefixItems": [{"enum": list(filters.FEATURE_IDS)}, {"type": "number"},
+                        {"type": "boolean"}]}}},
+}
+_LIVE_SCHEMA = {"type": "object", "required": ["enabled"],
+                "properties": {"enabled": {"type": "boolean"}}}
 
 
 def _edit_json(result: EditResult | None) -> dict[str, Any]:
@@ -44,6 +74,8 @@ def stroke_from_json(body: Any) -> Stroke:
     if not isinstance(body, dict):
         raise InvalidRequestError("a stroke must be a JSON object")
     points = body.get("points_xyz")
+    if isinstance(points, list) and len(points) > MAX_POINTS:
+        raise InvalidRequestError(f"a stroke has at most {MAX_POINTS} points")
     if not isinstance(points, list) or not all(
         isinstance(p, list) and len(p) == 3 and all(isinstance(c, int | float) for c in p)
         for p in points
@@ -52,12 +84,10 @@ def stroke_from_json(body: Any) -> Stroke:
     for key in ("radius", "label"):
         if not isinstance(body.get(key), int | float) or isinstance(body.get(key), bool):
             raise InvalidRequestError(f"{key} must be a number")
-    if int(body["label"]) != body["label"]:
-        raise InvalidRequestError("label must be an integer")
     return Stroke(
         points=tuple((p[2], p[1], p[0]) for p in points),
         radius=body["radius"],
-        label=int(body["label"]),
+        label=check_label(body["label"]),
         plane=body.get("plane", "xy"),
     )
 
@@ -99,6 +129,8 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
         "label_revision": project.labels.revision,
         "can_undo": project.labels.can_undo,
         "can_redo": project.labels.can_redo,
+        # Log records skipped as unreadable when the project was opened (normally none).
+        "label_problems": list(project.labels.problems),
         "training": project.training_status.to_json(),
         "live_updates": project.live_updates,
         "layers": layers,
@@ -175,12 +207,19 @@ def project_routes(hub: ProjectHub, executor: Executor,
 
     async def paint(request: web.Request) -> web.Response:
         project = served_of(request).project
-        stroke = stroke_from_json(await read_json(request))
-        if access is not None and access.limited(principal_of(request)):
-            access.limits.check_stroke(len(stroke.points), stroke.radius, stroke.plane)
-        # Answered only after the edit is fsync'd: an acknowledged stroke survives a crash.
+        body = await read_json(request, max_bytes=STROKE_MAX_BYTES)
         author = principal_of(request).id
-        result = await run(lambda: project.paint(stroke, author=author))
+        limited = access is not None and access.limited(principal_of(request))
+
+        def paint_stroke() -> EditResult:
+            # Parsed and rasterised in the pool, and answered only after the edit is
+            # fsync'd: an acknowledged stroke survives a crash.
+            stroke = stroke_from_json(body)
+            if limited:
+                access.limits.check_stroke(len(stroke.points), stroke.radius, stroke.plane)
+            return project.paint(stroke, author=author)
+
+        result = await run(paint_stroke)
         return web.json_response(_edit_json(result))
 
     async def undo(request: web.Request) -> web.Response:
@@ -280,10 +319,12 @@ def project_routes(hub: ProjectHub, executor: Executor,
         Route("POST", "/api/projects/{project_id}/classes", add_class, name="add_class",
               summary="Add a label class", role="owner", parameters=p, tags=tags,
               request_body='{"name": str, "color": "#rrggbb" (optional)}',
+              body_schema=_CLASS_SCHEMA,
               responses={201: "The new class", 400: "Bad name or colour"}),
         Route("PATCH", "/api/projects/{project_id}/classes/{value}", update_class,
               name="update_class", summary="Rename or recolour a class", role="owner",
               parameters=(*p, _CLASS), tags=tags, request_body='{"name"?: str, "color"?: str}',
+              body_schema=_CLASS_UPDATE_SCHEMA,
               responses={200: "The class", 404: "No such class"}),
         Route("DELETE", "/api/projects/{project_id}/classes/{value}", delete_class,
               name="delete_class", summary="Delete a class and erase its labels (undoable)",
@@ -293,7 +334,8 @@ def project_routes(hub: ProjectHub, executor: Executor,
               summary="Paint a stroke; answered once it is durable", role="annotator",
               parameters=p, tags=tags, responses={**edit, 400: "Malformed stroke"},
               request_body='{"points_xyz": [[x, y, z], ...], "radius": voxels, '
-                           '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}'),
+                           '"label": class value or 0 to erase, "plane": "xy"|"xz"|"yz"|"3d"}',
+              body_schema=STROKE_SCHEMA),
         Route("POST", "/api/projects/{project_id}/undo", undo, name="undo", tags=tags,
               summary="Undo the latest label edit", role="annotator", parameters=p,
               responses=edit),
@@ -307,6 +349,7 @@ def project_routes(hub: ProjectHub, executor: Executor,
               summary="Replace the feature selection (retrains)", role="owner",
               parameters=p, tags=tags,
               request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
+              body_schema=_SELECTION_SCHEMA,
               responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
         Route("GET", "/api/projects/{project_id}/importance", importance, name="importance",
               summary="Feature importance of the current classifier, per channel",
@@ -316,7 +359,7 @@ def project_routes(hub: ProjectHub, executor: Executor,
               parameters=p, responses={200: "The new generation", 400: "Too few classes"}),
         Route("PUT", "/api/projects/{project_id}/live", set_live, name="set_live", tags=tags,
               summary="Pause or resume live retraining after each change", role="owner",
-              parameters=p, request_body='{"enabled": bool}',
+              parameters=p, request_body='{"enabled": bool}', body_schema=_LIVE_SCHEMA,
               responses={200: "The new setting", 400: "Malformed body"}),
         Route("GET", "/api/projects/{project_id}/events", events, name="project_events",
               summary="WebSocket of project events (labels, classes, features, generation, "

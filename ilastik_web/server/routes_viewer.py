@@ -186,11 +186,17 @@ def viewer_routes(
         Route("POST", "/state/{viewer_token}", post_state, name="viewer_state",
               summary="A client's viewer-state change", role="viewer",
               parameters=(_TOKEN,), request_body="{s: state, g: generation, pg: base, c: client}",
+              body_schema={"type": "object", "required": ["s", "g", "c"], "properties": {
+                  "s": {"type": "object"}, "c": {"type": "string", "minLength": 1},
+                  "g": {"type": ["string", "integer"]},
+                  "pg": {"type": ["string", "integer", "null"]}}},
               responses={200: "{g: new generation}", 400: "Malformed", 412: "Stale base"},
               tags=tags),
         Route("POST", "/action/{viewer_token}", post_action, name="viewer_action",
               summary="A client-triggered viewer action", role="annotator",
               parameters=(_TOKEN,), request_body="{action: name, state: {...}}",
+              body_schema={"type": "object", "required": ["action"], "properties": {
+                  "action": {"type": "string"}, "state": {"type": "object"}}},
               responses={200: "Handled", 400: "Malformed"}, tags=tags),
         Route("POST", "/credentials/{viewer_token}", post_credentials,
               name="viewer_credentials", summary="Data-source credentials (none are given)",

@@ -8,7 +8,9 @@ cannot drift from the routes.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -62,6 +64,8 @@ class Route:
         OpenAPI tags (the route group).
     request_body
         Description of a JSON request body, if any.
+    body_schema
+        JSON Schema of that body (the document says "any object" when absent).
     """
 
     method: str
@@ -76,6 +80,7 @@ class Route:
     content_type: str = "application/json"
     tags: tuple[str, ...] = ()
     request_body: str | None = None
+    body_schema: dict[str, Any] | None = None
 
     @property
     def public(self) -> bool:
@@ -115,20 +120,59 @@ def route_of(request: web.Request, table: RouteTable) -> Route | None:
     return table.get(request.match_info.route.name)
 
 
+#: Deepest nesting of arrays and objects a request body may have.
+MAX_JSON_DEPTH = 64
+#: Bodies larger than this are parsed in a worker thread, off the event loop.
+_PARSE_INLINE_BYTES = 64 * 1024
+
+
 async def read_json(request: web.Request, *, max_bytes: int = 16 * 1024 * 1024) -> Any:
-    """The request body parsed as JSON.
+    """The request body parsed as JSON (large bodies off the event loop).
 
     Raises
     ------
     InvalidRequestError
-        The body is too large or not valid JSON.
+        The body is too large, not valid JSON, holds NaN or Infinity, or nests deeper
+        than :data:`MAX_JSON_DEPTH`.
     """
     if request.content_length is not None and request.content_length > max_bytes:
         raise InvalidRequestError(f"request body over {max_bytes} bytes")
     body = await request.read()
     if len(body) > max_bytes:
         raise InvalidRequestError(f"request body over {max_bytes} bytes")
+    if len(body) <= _PARSE_INLINE_BYTES:
+        return parse_json(body)
+    return await asyncio.get_running_loop().run_in_executor(None, parse_json, body)
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Strict JSON: finite numbers only, nesting at most :data:`MAX_JSON_DEPTH`."""
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidRequestError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
+    _check_depth(value)
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidRequestError(f"request body is not valid JSON: {name} is not a number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidRequestError(f"request body is not valid JSON: {text} is out of range")
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH + 1):
+        level = [child for item in level if isinstance(item, dict | list)
+                 for child in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return
+    raise InvalidRequestError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")

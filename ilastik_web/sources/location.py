@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorstore as ts
 
-from ilastik_web.errors import ForbiddenError, SourceError
+from ilastik_web.errors import ForbiddenError, InvalidRequestError, SourceError
 from ilastik_web.sources._common import short_reason
 
 _PREFIXES = ("precomputed://", "zarr://", "zarr2://", "zarr3://", "n5://")
@@ -55,7 +55,7 @@ class Location:
 def parse_location(text: str) -> Location:
     """Parse ``text`` (a path, ``file://`` URL or http(s) URL; a ``precomputed://``-style
     driver prefix is accepted and ignored)."""
-    raw = text.strip()
+    raw = check_path_text(text).strip()
     for prefix in _PREFIXES:
         if raw.startswith(prefix):
             raw = raw[len(prefix):]
@@ -70,15 +70,24 @@ def parse_location(text: str) -> Location:
     return Location(str(path), path=path)
 
 
-def check_allowed(path: Path, allowed_roots: Sequence[Path] | None, shown: str) -> None:
-    """Raise ForbiddenError unless ``path`` resolves (symlinks too) inside a root."""
+def check_allowed(path: Path, allowed_roots: Sequence[Path] | None, shown: str) -> Path:
+    """``path`` resolved (every symlink, even a dangling last one, followed); ForbiddenError
+    unless that lies inside a root, InvalidRequestError for a NUL byte."""
+    check_path_text(str(path))
+    resolved = Path(os.path.realpath(path))
     if allowed_roots is None:
-        return
-    resolved = path.resolve()
+        return resolved
     for root in allowed_roots:
-        if resolved.is_relative_to(Path(root).resolve()):
-            return
+        if resolved.is_relative_to(os.path.realpath(root)):
+            return resolved
     raise ForbiddenError(f"{shown}: outside the allowed data folders")
+
+
+def check_path_text(text: str) -> str:
+    """``text`` unless it holds a NUL byte (no file system takes one)."""
+    if "\x00" in text:
+        raise InvalidRequestError("a path must not contain a NUL byte")
+    return text
 
 
 class MetadataReader:

@@ -167,11 +167,12 @@ def test_refuses_existing_output_and_bad_requests(trained_project, tmp_path):
     generation = trained_project.current_generation()
     common = {"classifier": generation.classifier, "computer": generation.computer,
               "source": trained_project.source_location}
-    from ilastik_web.errors import InvalidRequestError
+    from ilastik_web.errors import ConflictError, InvalidRequestError
 
+    with pytest.raises(ConflictError, match="exists"):
+        service.create(**common, output=tmp_path / "exists.zarr", format="ome-zarr",
+                       export="segmentation")
     cases = [
-        ({"output": tmp_path / "exists.zarr", "format": "ome-zarr", "export": "segmentation"},
-         "exists"),
         ({"output": tmp_path / "o.zarr", "format": "jpeg", "export": "segmentation"}, "format"),
         ({"output": tmp_path / "o.zarr", "format": "n5", "export": "edges"}, "export"),
         ({"output": tmp_path / "o.zarr", "format": "n5", "export": "segmentation",
@@ -185,3 +186,4 @@ def test_refuses_existing_output_and_bad_requests(trained_project, tmp_path):
         with pytest.raises(InvalidRequestError, match=match):
             service.create(**common, **kwargs)
     assert os.listdir(tmp_path / "jobs") == []
+    assert not os.path.lexists(tmp_path / "o.zarr")  # refused jobs reserve nothing

@@ -38,7 +38,7 @@ async def _exercise_routes(project, tmp_path):
         assert missing.status == 404
         response = await client.post("/api/projects/p/jobs", json={
             "export": "segmentation", "format": "n5", "output": str(tmp_path / "api.n5"),
-            "roi": "0:16,0:64,0:64", "engine": {"kind": "local", "workers": 1}})
+            "roi": "0:16,0:64,0:64", "engine": "local"})
         assert response.status == 201, await response.text()
         job = await response.json()
         for _ in range(600):

@@ -8,10 +8,10 @@ import pytest
 import pytest_asyncio
 from ilp_fixtures import extract_api_projects
 
-from ilastik_web.cache import ArrayCache
 from ilastik_web.cli import build_parser, open_layers
 from ilastik_web.config import ServerConfig
 from ilastik_web.ilp import import_ilp, read_ilp
+from ilastik_web.resources import Resources
 from ilastik_web.server.app import create_app
 from ilastik_web.server.layers import StaticLayer
 
@@ -26,7 +26,7 @@ def test_serve_ilp_imports_once_then_reuses_the_project(api, tmp_path) -> None:
             "--no-browser"]
     for attempt in range(2):
         args = build_parser().parse_args(argv)
-        layers, projects = open_layers(args, ArrayCache(64 << 20))
+        layers, projects = open_layers(args, Resources(64 << 20, threads=2))
         try:
             assert layers[0].volume(layers[0].version).base.shape == (64, 64, 64)
             _, project, layer_id = projects[0]
@@ -52,9 +52,10 @@ def test_serve_ilp_with_paths_is_a_usage_error(api, tmp_path, capsys) -> None:
 @pytest_asyncio.fixture
 async def served(aiohttp_client, api, tmp_path):
     project = import_ilp(api / "PixelClass3D.ilp", tmp_path / "p")
-    cache = ArrayCache(64 << 20)
-    raw = StaticLayer("raw", project.source, cache=cache)
-    app = create_app(ServerConfig(), layers=[raw], projects=[("p", project, "raw")], cache=cache)
+    resources = Resources(64 << 20, threads=2)
+    raw = StaticLayer("raw", project.source, cache=resources.cache("sources"))
+    app = create_app(ServerConfig(), layers=[raw], projects=[("p", project, "raw")],
+                     resources=resources)
     client = await aiohttp_client(app)
     yield client, project
     project.close()

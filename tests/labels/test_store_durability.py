@@ -13,7 +13,6 @@ from ilastik_web.abc import Box
 from ilastik_web.errors import InvalidRequestError, StorageError
 from ilastik_web.labels import LabelStore, Stroke
 from ilastik_web.labels.store import LOG_NAME
-from tests.conftest import fill_disk
 
 SHAPE = (16, 64, 64)
 ALL = Box.from_shape(SHAPE)
@@ -136,7 +135,7 @@ def test_referenced_values_include_history():
     assert store.undo().edit.relabel == (3, 0)
 
 
-def test_full_disk_leaves_no_partial_record_and_no_burnt_revision(small_tmpfs):
+def test_full_disk_leaves_no_partial_record_and_no_burnt_revision(small_tmpfs, fill_disk):
     folder = small_tmpfs / "labels"
     store = LabelStore(SHAPE, folder, checkpoint_every=None)
     store.paint(_dot(1, 1, 10, 10))

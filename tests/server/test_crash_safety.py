@@ -97,3 +97,205 @@ def test_acknowledged_strokes_survive_kill_9(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _request(base, method, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _served_labels(base, project_id="proj"):
+    project = json.loads(_get(base, f"/api/projects/{project_id}"))
+    version = project["layers"]["labels"]["version"]
+    planes = [np.frombuffer(_get(base, f"/precomputed/{project_id}-labels/{version}/s0/"
+                                       f"0-{SHAPE[2]}_0-{SHAPE[1]}_{z}-{z + 1}"), np.uint8)
+              .reshape(SHAPE[1], SHAPE[2]) for z in range(SHAPE[0])]
+    return project, np.stack(planes)
+
+
+def _model_project():
+    """An in-memory project that the acknowledged operations are replayed on."""
+    from ilastik_web.abc import MultiscaleVolume
+    from ilastik_web.project import Project
+    from ilastik_web.sources.array import ArrayVolume
+
+    source = MultiscaleVolume("m", [ArrayVolume(np.zeros((1, *SHAPE), np.uint16),
+                                                (1.0, 1.0, 1.0))])
+    return Project.create(None, source, classes=["Label 1", "Label 2"])
+
+
+def _replay(operations):
+    from ilastik_web.abc import Box
+    from ilastik_web.server.routes_project import stroke_from_json
+
+    model = _model_project()
+    for op, arg in operations:
+        if op == "stroke":
+            model.paint(stroke_from_json(arg))
+        elif op == "undo":
+            model.undo()
+        elif op == "redo":
+            model.redo()
+        elif op == "delete":
+            model.remove_class(arg)
+        elif op == "add":
+            model.add_class(arg)
+    labels = model.labels.read(Box.from_shape(SHAPE))
+    return model.labels.revision, [c.value for c in model.classes], labels
+
+
+def _random_operation(rng, classes):
+    kind = rng.choice(["stroke"] * 6 + ["undo", "redo", "delete", "add"])
+    if kind == "delete" and len(classes) > 1:
+        return "delete", int(rng.choice(classes))
+    if kind == "add" and len(classes) < 6:
+        return "add", f"class {rng.integers(1000)}"
+    if kind in ("undo", "redo"):
+        return kind, None
+    x, y, z = rng.uniform(2, SHAPE[2] - 2), rng.uniform(2, SHAPE[1] - 2), rng.integers(SHAPE[0])
+    points = [[x, y, z + 0.5], [x + rng.uniform(-20, 20), y + rng.uniform(-20, 20), z + 0.5]]
+    return "stroke", {"points_xyz": points, "radius": float(rng.uniform(0.5, 4)),
+                      "label": int(rng.choice([0, *classes]))}
+
+
+def _send(base, op, arg):
+    if op == "stroke":
+        return _request(base, "POST", "/api/projects/proj/strokes", arg)
+    if op in ("undo", "redo"):
+        return _request(base, "POST", f"/api/projects/proj/{op}", {})
+    if op == "delete":
+        return _request(base, "DELETE", f"/api/projects/proj/classes/{arg}")
+    return _request(base, "POST", "/api/projects/proj/classes", {"name": arg})
+
+
+@pytest.mark.slow
+def test_random_edits_survive_kill_9_exactly(tmp_path):
+    """Strokes, erasing, undo, redo, class deletion and creation in random order, killed at
+    random: after restart the labels and classes are those of the acknowledged operations
+    (plus, maybe, the one in flight), with none lost."""
+    rng = np.random.default_rng(1)
+    volume = tmp_path / "vol.tif"
+    tifffile.imwrite(volume, rng.integers(0, 4000, SHAPE, dtype=np.uint16))
+    project_dir = tmp_path / "proj"
+    acked: list[tuple[str, object]] = []
+    for trial in range(3):
+        proc, base = _start(tmp_path, volume, project_dir)
+        inflight: list[tuple[str, object]] = []
+        stop = threading.Event()
+        target = len(acked) + int(rng.integers(5, 30))
+
+        def client(base=base, inflight=inflight, stop=stop):
+            classes = [c["value"] for c in json.loads(_get(base, "/api/projects/proj"))
+                       ["classes"]]
+            while not stop.is_set():
+                op, arg = _random_operation(rng, classes)
+                inflight[:] = [(op, arg)]
+                try:
+                    answer = _send(base, op, arg)
+                except urllib.error.HTTPError as exc:
+                    raise AssertionError(f"{op} {arg}: {exc.code} {exc.read()!r}") from None
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    return  # killed: the operation in flight was never acknowledged
+                acked.append((op, arg))
+                inflight[:] = []
+                if op == "delete":
+                    classes.remove(arg)
+                elif op == "add":
+                    classes.append(answer["value"])
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        while len(acked) < target and thread.is_alive():
+            thread.join(0.05)
+        assert len(acked) >= target, "the client stopped early"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stop.set()
+        thread.join()
+        proc, base = _start(tmp_path, volume, project_dir)
+        try:
+            project, labels = _served_labels(base)
+            served = (project["label_revision"], [c["value"] for c in project["classes"]])
+            candidates = [_replay(acked)]
+            if inflight:
+                candidates.append(_replay(acked + inflight))
+            matches = [c for c in candidates if (c[0], c[1]) == served
+                       and np.array_equal(c[2], labels)]
+            assert matches, (trial, served, [(c[0], c[1]) for c in candidates])
+            if matches[0] is candidates[-1] and len(candidates) == 2:
+                acked.extend(inflight)  # it was persisted: it is part of the history now
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_concurrent_painters_and_training_survive_kill_9(tmp_path):
+    """Six painters on disjoint voxels with live training and publishing going on; each
+    kill (several during training) loses no acknowledged stroke."""
+    rng = np.random.default_rng(2)
+    volume = tmp_path / "vol.tif"
+    tifffile.imwrite(volume, rng.integers(0, 4000, SHAPE, dtype=np.uint16))
+    project_dir = tmp_path / "proj"
+    acked: dict[tuple[int, int, int], int] = {}
+    lock = threading.Lock()
+    next_spot = [0]
+    trainings = 0
+    for trial in range(4):
+        proc, base = _start(tmp_path, volume, project_dir)
+        stop = threading.Event()
+
+        def painter(base=base, stop=stop):
+            while not stop.is_set():
+                with lock:
+                    spot = next_spot[0]
+                    next_spot[0] += 1
+                z, y, x = spot % SHAPE[0], 2 + 3 * (spot // SHAPE[0] % 30), \
+                    2 + 3 * (spot // SHAPE[0] // 30 % 26)
+                label = 1 + spot % 2
+                body = {"points_xyz": [[x + 0.5, y + 0.5, z + 0.5]], "radius": 0.5,
+                        "label": label}
+                try:
+                    _request(base, "POST", "/api/projects/proj/strokes", body)
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    return
+                with lock:
+                    acked[(z, y, x)] = label
+
+        threads = [threading.Thread(target=painter) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        target = len(acked) + int(rng.integers(20, 80))
+        while len(acked) < target and any(t.is_alive() for t in threads):
+            threads[0].join(0.05)
+        if trial % 2:
+            # Kill while a training (or the publishing after it) is under way: painting
+            # stops so the debounced retraining starts.
+            stop.set()
+            for thread in threads:
+                thread.join()
+            generation = json.loads(_get(base, "/api/projects/proj"))["generation"]
+            for _ in range(60_000):
+                project = json.loads(_get(base, "/api/projects/proj"))
+                if project["training"]["state"] in ("features", "training") or \
+                        project["generation"] != generation:
+                    break
+                threads[0].join(0.01)
+            trainings += 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stop.set()
+        for thread in threads:
+            thread.join()
+        proc, base = _start(tmp_path, volume, project_dir)
+        try:
+            _, labels = _served_labels(base)
+            lost = [spot for spot, label in acked.items() if labels[spot] != label]
+            assert lost == [], (trial, len(lost), len(acked))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    assert trainings == 2

@@ -23,6 +23,7 @@ EXPECTED = {
     "favicon": "public", "health": "public",
     "root": "user", "openapi": "user", "me": "user", "logout": "user",
     "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer", "notices": "viewer",
+    "list_engines": "viewer", "export_ilp": "viewer", "export_labels": "owner",
     "precomputed_info": "viewer", "precomputed_chunk": "viewer",
     "viewer_redirect": "viewer", "viewer_index": "viewer", "viewer_file": "viewer",
     "viewer_events": "viewer", "viewer_state": "viewer", "viewer_credentials": "viewer",
