@@ -125,6 +125,17 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="device for SAM (default: CUDA when present, else CPU)")
     serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
                        help="folder caching SAM embeddings on disk (default: memory only)")
+    serve.add_argument("--oidc-issuer", default=None, metavar="URL",
+                       help="sign people in with this OpenID Connect provider (its issuer URL); "
+                            "without it, share links and --token give access")
+    serve.add_argument("--oidc-client-id", default=None, metavar="ID",
+                       help="this server's client id at the OpenID Connect provider")
+    serve.add_argument("--oidc-client-secret", default=None, metavar="SECRET",
+                       help="the client secret (default: $ILASTIK_WEB_OIDC_SECRET; the "
+                            "variable keeps it out of the process list)")
+    serve.add_argument("--oidc-admin", action="append", default=[], metavar="WHO",
+                       help="email, username or subject of a person who becomes an operator "
+                            "(owner of every project) on signing in (repeatable)")
     serve.set_defaults(func=run_serve)
 
 
@@ -251,6 +262,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and not token:
         log.warning("listening on %s without --token: anyone who can reach it has access",
                     args.host)
+    if args.oidc_issuer and not args.oidc_client_id:
+        raise CommandError("--oidc-issuer needs --oidc-client-id")
     cache = ArrayCache(args.cache_mb * 1024 * 1024)
     try:
         layers, projects = open_layers(args, cache)
@@ -267,6 +280,10 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
         accounts_path=default_data_dir() / "accounts.json",
+        oidc_issuer=args.oidc_issuer,
+        oidc_client_id=args.oidc_client_id,
+        oidc_client_secret=args.oidc_client_secret or os.environ.get("ILASTIK_WEB_OIDC_SECRET"),
+        oidc_admins=tuple(args.oidc_admin),
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, cache))

@@ -40,6 +40,11 @@ class ServerConfig:
     user_limits
         Per-person request rate, stroke size and SAM share
         (:class:`ilastik_web.server.limits.UserLimits`; None: its defaults).
+    oidc_issuer, oidc_client_id, oidc_client_secret
+        OpenID Connect sign-in: the provider's issuer URL and this server's registration
+        (None: no sign-in; share links and the token still work).
+    oidc_admins
+        Emails, usernames or subjects of people who become operators when they sign in.
     """
 
     host: str = "127.0.0.1"
@@ -54,6 +59,10 @@ class ServerConfig:
     sam_cache_dir: Path | None = None
     accounts_path: Path | None = None
     user_limits: object | None = None
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_admins: tuple[str, ...] = ()
 
     @staticmethod
     def token_from_env() -> str | None:

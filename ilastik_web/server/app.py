@@ -21,6 +21,7 @@ from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_jobs import job_routes
+from ilastik_web.server.routes_login import login_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
@@ -103,6 +104,7 @@ def create_app(
 
     table.extend(api_routes(ctx))
     table.extend(access_routes(ctx.access, ctx.projects, ctx.viewer_path()))
+    table.extend(login_routes(ctx.access))
     table.extend(precomputed_routes(registry, ctx.executor, cache))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor, ctx.access))

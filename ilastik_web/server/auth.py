@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -160,6 +161,8 @@ class Access:
     project_ids: Callable[[], list[str]] = list
     sessions: BrowserSessions = field(default_factory=BrowserSessions)
     limits: Limits = field(default_factory=Limits)
+    #: OpenID Connect sign-in (:class:`ilastik_web.server.oidc.OidcLogin`), if configured.
+    login: Any = None
 
     def limited(self, principal: Principal) -> bool:
         """Whether per-person limits apply (not to the operator)."""
@@ -305,6 +308,12 @@ def auth_middleware(access: Access, table: RouteTable):
         if TOKEN_QUERY in request.query and request.method == "GET" and not access.open:
             return exchange_token(request)
         principal = access.authenticate(request)
+        if principal is None and access.login is not None and request.method == "GET" \
+                and "text/html" in request.headers.get("Accept", ""):
+            # A page load: go and sign in, then come back here.
+            next_path = str(URL.build(path=request.path, query=request.query))
+            raise web.HTTPSeeOther(base_url(request) + "/auth/login?" +
+                                   str(URL.build(query={"next": next_path}).query_string))
         if principal is None:
             raise UnauthenticatedError(
                 "authentication required: open a share link, sign in, or send "
@@ -350,10 +359,19 @@ def build_access(config, hub) -> Access:
     """
     from ilastik_web.server.web_safety import is_loopback_host
 
-    open_server = (not config.token and is_loopback_host(config.host)
-                   and not getattr(config, "oidc_issuer", None))
+    issuer = getattr(config, "oidc_issuer", None)
+    open_server = not config.token and is_loopback_host(config.host) and not issuer
+    accounts = Accounts(config.accounts_path)
+    login = None
+    if issuer:
+        from ilastik_web.server.oidc import OidcLogin, OidcSettings
+
+        login = OidcLogin(OidcSettings(issuer, config.oidc_client_id or "",
+                                       config.oidc_client_secret or "",
+                                       admins=tuple(config.oidc_admins)), accounts)
     return Access(
-        accounts=Accounts(config.accounts_path),
+        accounts=accounts,
+        login=login,
         token=config.token,
         open=open_server,
         projects_of_layer=hub.projects_of_layer,

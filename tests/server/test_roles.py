@@ -20,7 +20,7 @@ from ilastik_web.server.context import CONTEXT_KEY
 from ilastik_web.server.layers import StaticLayer
 
 EXPECTED = {
-    "favicon": "public", "health": "public",
+    "favicon": "public", "health": "public", "login": "public", "login_callback": "public",
     "root": "user", "openapi": "user", "me": "user", "logout": "user",
     "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer",
     "precomputed_info": "viewer", "precomputed_chunk": "viewer",
