@@ -136,6 +136,12 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--oidc-admin", action="append", default=[], metavar="WHO",
                        help="email, username or subject of a person who becomes an operator "
                             "(owner of every project) on signing in (repeatable)")
+    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
+                       help="host (or *.domain) that data URLs of new projects may name "
+                            "(repeatable; default: any host)")
+    serve.add_argument("--allow-local-urls", action="store_true",
+                       help="let data URLs of new projects reach loopback and link-local "
+                            "addresses (refused by default: server-side request forgery)")
     serve.set_defaults(func=run_serve)
 
 
@@ -284,6 +290,9 @@ def run_serve(args: argparse.Namespace) -> int:
         oidc_client_id=args.oidc_client_id,
         oidc_client_secret=args.oidc_client_secret or os.environ.get("ILASTIK_WEB_OIDC_SECRET"),
         oidc_admins=tuple(args.oidc_admin),
+        projects_dir=default_data_dir() / "projects",
+        url_hosts=tuple(args.allow_url_host),
+        allow_local_urls=args.allow_local_urls,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, cache))

@@ -45,6 +45,12 @@ class ServerConfig:
         (None: no sign-in; share links and the token still work).
     oidc_admins
         Emails, usernames or subjects of people who become operators when they sign in.
+    projects_dir
+        Where projects created from the browser get their folders (None: memory only).
+    url_hosts
+        Hosts (or ``*.domain`` patterns) data URLs may name; empty: any host.
+    allow_local_urls
+        Let data URLs reach loopback and link-local addresses (refused by default).
     """
 
     host: str = "127.0.0.1"
@@ -63,6 +69,9 @@ class ServerConfig:
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = field(default=None, repr=False)
     oidc_admins: tuple[str, ...] = ()
+    projects_dir: Path | None = None
+    url_hosts: tuple[str, ...] = ()
+    allow_local_urls: bool = False
 
     @staticmethod
     def token_from_env() -> str | None:

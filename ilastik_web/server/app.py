@@ -25,6 +25,7 @@ from ilastik_web.server.routes_login import login_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
+from ilastik_web.server.routes_start import start_routes
 from ilastik_web.server.routes_viewer import viewer_routes
 from ilastik_web.server.routing import RouteTable
 from ilastik_web.server.viewer_sessions import ViewerSession, ViewerSessions
@@ -105,6 +106,10 @@ def create_app(
     table.extend(api_routes(ctx))
     table.extend(access_routes(ctx.access, ctx.projects, ctx.viewer_path()))
     table.extend(login_routes(ctx.access))
+    table.extend(start_routes(ctx.access, hub, ctx.executor, cache,
+                              projects_dir=config.projects_dir,
+                              allowed_roots=config.allowed_roots, url_hosts=config.url_hosts,
+                              allow_local_urls=config.allow_local_urls))
     table.extend(precomputed_routes(registry, ctx.executor, cache))
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor, ctx.access))

@@ -4,7 +4,8 @@ Every request passes through :func:`auth_middleware`. Each :class:`~.routing.Rou
 declares the role it needs:
 
 - ``public``: nobody is asked (health check);
-- ``user``: anyone signed in (start page, ``/api/me``);
+- ``user``: anyone with credentials (start page, ``/api/me``);
+- ``account``: a signed-in person (a user account) or the operator (creating projects);
 - ``viewer`` / ``annotator`` / ``owner``: that role (or a higher one) on the route's
   project: the ``{project_id}`` of its path, the project a ``{layer_id}`` belongs to, or,
   for routes of no project, on at least one project;
@@ -50,8 +51,8 @@ SESSION_COOKIE = "ilastik_web_session"
 TOKEN_QUERY = "token"
 #: The request key under which handlers find the :class:`Principal`.
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal", "Principal")
-#: Route roles, lowest first; project roles are those of :mod:`ilastik_web.accounts`.
-ROUTE_ROLES = ("public", "user", "viewer", "annotator", "owner", "admin")
+#: Route roles; project roles are those of :mod:`ilastik_web.accounts`.
+ROUTE_ROLES = ("public", "user", "account", "viewer", "annotator", "owner", "admin")
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,11 @@ class Access:
             The role is missing.
         """
         if role in ("public", "user"):
+            return
+        if role == "account":
+            if not (principal.admin or principal.user_id):
+                raise ForbiddenError(f"{principal.name} is not signed in, and this needs the "
+                                     "account role (sign in)")
             return
         if role == "admin":
             if not principal.admin:
