@@ -237,7 +237,9 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                 access.require(principal_of(request), "annotator", project_id)
             project = hub.get(project_id).project
             label = _integer(body.get("label"), "label")
-            result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label))
+            author = principal_of(request).id
+            result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label,
+                                                                      author=author))
             return web.json_response({
                 "target": "labels", "project_id": project_id, "revision": result.revision,
                 "box_xyz": [list(result.box.start[::-1]), list(result.box.stop[::-1])],
