@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "ilastik_web_session"
 #: Query parameter of page URLs carrying a token to exchange for the cookie.
 TOKEN_QUERY = "token"
+#: The request key of a function that says whether the caller is still allowed the route
+#: (long-lived streams ask it as they go: a revoked link ends them).
+RECHECK_KEY: web.RequestKey[Callable[[], bool]] = web.RequestKey("recheck", "Callable")
 #: The request key under which handlers find the :class:`Principal`.
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal", "Principal")
 #: Route roles; project roles are those of :mod:`ilastik_web.accounts`.
@@ -287,6 +290,12 @@ def principal_of(request: web.Request) -> Principal:
     return request.get(PRINCIPAL_KEY, ANONYMOUS)
 
 
+def still_allowed(request: web.Request) -> bool:
+    """Whether the caller may still use the route (links revoked, sessions ended: not)."""
+    recheck = request.get(RECHECK_KEY)
+    return True if recheck is None else recheck()
+
+
 def set_session_cookie(response: web.StreamResponse, request: web.Request, cookie: str) -> None:
     response.set_cookie(SESSION_COOKIE, cookie, path="/", httponly=True, samesite="Strict",
                         secure=is_secure(request))
@@ -328,6 +337,17 @@ def auth_middleware(access: Access, table: RouteTable):
         if request.method not in ("GET", "HEAD") and access.limited(principal):
             access.limits.charge(principal.id)
         request[PRINCIPAL_KEY] = principal
+        role = route.role if route is not None else "user"
+
+        def recheck() -> bool:
+            try:
+                access.authorize(request, principal, role)
+            except ForbiddenError:
+                return False
+            return access.sessions.get(request.cookies.get(SESSION_COOKIE)) is not None \
+                or principal.id.startswith("link:") or principal is LOCAL_USER
+
+        request[RECHECK_KEY] = recheck
         return await handler(request)
 
     def exchange_token(request: web.Request) -> web.Response:
