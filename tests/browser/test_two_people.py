@@ -44,7 +44,7 @@ def _api(base: str, path: str, method: str = "GET", body=None):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[str]:
+def served(tmp_path_factory) -> Iterator[tuple[str, object]]:
     folder = tmp_path_factory.mktemp("two-people")
     rng = np.random.default_rng(1)
     blobs = ndimage.gaussian_filter(rng.random((8, 192, 192)), (1, 5, 5))
@@ -54,12 +54,12 @@ def server(tmp_path_factory) -> Iterator[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "ilastik_web", "serve", str(folder / "v.tif"), "--port",
          str(port), "--no-browser", "--project", str(folder / "p"), "--token", TOKEN,
-         "--voxel-size", "40,8,8", "--log-level", "WARNING"],
+         "--voxel-size", "40,8,8", "--log-level", "WARNING", "--allow-root", str(folder)],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "ILASTIK_WEB_DATA": str(folder)})
     try:
         if not process.stdout.readline().strip():
             pytest.fail(f"server exited with {process.wait(10)}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", folder
     finally:
         process.terminate()
         process.wait(10)
@@ -92,6 +92,11 @@ def _camera(page):
 def _paint(page, voxels):
     page.evaluate("ilastikWeb.brush.set({paintMode: true})")
     drag(page, screen_points(page, voxels))
+
+
+@pytest.fixture(scope="module")
+def server(served) -> str:
+    return served[0]
 
 
 def test_annotator_and_viewer(server, browser):
@@ -162,3 +167,27 @@ def test_annotator_and_viewer(server, browser):
     finally:
         ctx_a.close()
         ctx_v.close()
+
+
+def test_start_page_lists_projects_and_creates_one(served, browser):
+    base, folder = served
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/?token={TOKEN}")
+        assert TOKEN not in page.url and page.url.endswith("/start")
+        page.wait_for_selector("#projects li a")
+        listed = page.locator("#projects li a").all_inner_texts()
+        assert listed == [p["id"] for p in _api(base, "/api/projects")["projects"]]
+        page.fill("#new-id", "made-in-browser")
+        page.fill("#new-source", str(folder / "nowhere.tif"))
+        page.click("#new-create")
+        wait_for(lambda: page.inner_text("#error"), 30, "the error for a missing file")
+        page.fill("#new-source", str(folder / "v.tif"))
+        page.click("#new-create")
+        page.wait_for_url("**/v/main/?project=made-in-browser", timeout=60_000)
+        page.wait_for_function("window.ilastikWeb && ilastikWeb.ready", timeout=90_000)
+        assert page.evaluate("ilastikWeb.project.id") == "made-in-browser"
+        assert "made-in-browser" in [p["id"] for p in _api(base, "/api/projects")["projects"]]
+    finally:
+        context.close()
