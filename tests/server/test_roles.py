@@ -36,6 +36,7 @@ EXPECTED = {
     "list_jobs": "owner", "submit_job": "owner", "get_job": "owner", "job_logs": "owner",
     "cancel_job": "owner", "resume_job": "owner", "open_job_layer": "owner",
     "list_links": "owner", "create_link": "owner", "revoke_link": "owner",
+    "list_members": "owner", "set_member": "owner",
     "sam_models": "viewer", "sam_status": "viewer", "sam_mask": "viewer", "sam_task": "viewer",
     "sam_prompt": "annotator", "sam_reject": "annotator", "sam_accept": "annotator",
     "sam_propagate": "annotator", "sam_precompute": "annotator",
@@ -67,7 +68,7 @@ def _path(template: str, versions: dict, project: str) -> str:
         "version": versions[f"{project}-labels"], "scale_key": "s0",
         "chunk": "0-64_0-64_0-24", "value": "3", "link_id": "nolink", "job_id": "nojob",
         "mask_id": "nomask", "task_id": "notask", "viewer_token": "main",
-        "name": "index.html", "object_id": "1",
+        "name": "index.html", "object_id": "1", "user_id": "nouser",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 

@@ -234,3 +234,30 @@ async def test_a_revoked_link_ends_the_viewer_event_stream(make_client):
         pass
     assert resp.content.at_eof()
     resp.close()
+
+
+async def test_owners_give_signed_in_people_roles(make_client):
+    from ilastik_web.server.auth import Principal
+    from ilastik_web.server.context import CONTEXT_KEY
+
+    client = await make_client()
+    access = client.app[CONTEXT_KEY].access
+    user = access.accounts.user_for_subject("https://idp|carol", "Carol")
+    cookie = access.sessions.create(Principal(f"user:{user.id}", "Carol", user_id=user.id))
+    client.session.cookie_jar.update_cookies({SESSION_COOKIE: cookie})
+    assert (await client.get("/api/projects/p")).status == 403
+    resp = await client.put(f"/api/projects/p/members/{user.id}", json={"role": "annotator"},
+                            headers=OPERATOR)
+    assert resp.status == 200
+    assert (await client.post("/api/projects/p/strokes", json=STROKE)).status == 200
+    members = await (await client.get("/api/projects/p/members", headers=OPERATOR)).json()
+    assert members["members"] == [{"user_id": user.id, "name": "Carol", "role": "annotator"}]
+    for body in ({"role": "king"}, {}):
+        resp = await client.put(f"/api/projects/p/members/{user.id}", json=body,
+                                headers=OPERATOR)
+        assert resp.status == 400
+    assert (await client.put("/api/projects/p/members/nobody", json={"role": None},
+                             headers=OPERATOR)).status == 404
+    await client.put(f"/api/projects/p/members/{user.id}", json={"role": None},
+                     headers=OPERATOR)
+    assert (await client.post("/api/projects/p/strokes", json=STROKE)).status == 403
