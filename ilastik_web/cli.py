@@ -151,6 +151,23 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="device for SAM (default: CUDA when present, else CPU)")
     serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
                        help="folder caching SAM embeddings on disk (default: memory only)")
+    serve.add_argument("--oidc-issuer", default=None, metavar="URL",
+                       help="sign people in with this OpenID Connect provider (its issuer URL); "
+                            "without it, share links and --token give access")
+    serve.add_argument("--oidc-client-id", default=None, metavar="ID",
+                       help="this server's client id at the OpenID Connect provider")
+    serve.add_argument("--oidc-client-secret", default=None, metavar="SECRET",
+                       help="the client secret (default: $ILASTIK_WEB_OIDC_SECRET; the "
+                            "variable keeps it out of the process list)")
+    serve.add_argument("--oidc-admin", action="append", default=[], metavar="WHO",
+                       help="email, username or subject of a person who becomes an operator "
+                            "(owner of every project) on signing in (repeatable)")
+    serve.add_argument("--allow-url-host", action="append", default=[], metavar="HOST",
+                       help="host (or *.domain) that data URLs of new projects may name "
+                            "(repeatable; default: any host)")
+    serve.add_argument("--allow-local-urls", action="store_true",
+                       help="let data URLs of new projects reach loopback and link-local "
+                            "addresses (refused by default: server-side request forgery)")
     serve.set_defaults(func=run_serve)
 
 
@@ -308,6 +325,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and not token:
         log.warning("listening on %s without --token: anyone who can reach it has access",
                     args.host)
+    if args.oidc_issuer and not args.oidc_client_id:
+        raise CommandError("--oidc-issuer needs --oidc-client-id")
     memory = args.memory or (args.cache_mb << 20 if args.cache_mb else DEFAULT_MEMORY_BYTES)
     threads = args.threads or args.workers
     # Sources and projects open before the app exists; the app takes this one over.
@@ -331,6 +350,13 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_cache_dir=args.sam_cache,
         accounts_path=default_data_dir() / "accounts.json",
         engines=tuple(args.engine),
+        oidc_issuer=args.oidc_issuer,
+        oidc_client_id=args.oidc_client_id,
+        oidc_client_secret=args.oidc_client_secret or os.environ.get("ILASTIK_WEB_OIDC_SECRET"),
+        oidc_admins=tuple(args.oidc_admin),
+        projects_dir=default_data_dir() / "projects",
+        url_hosts=tuple(args.allow_url_host),
+        allow_local_urls=args.allow_local_urls,
     )
     from hpc.engine_config import EngineRegistry
 

@@ -46,6 +46,17 @@ class ServerConfig:
     engines
         Batch engines offered to requests by name, each ``NAME=KIND[,KEY=VALUE...]``
         (see :mod:`hpc.engine_config`); ``local`` is always offered.
+    oidc_issuer, oidc_client_id, oidc_client_secret
+        OpenID Connect sign-in: the provider's issuer URL and this server's registration
+        (None: no sign-in; share links and the token still work).
+    oidc_admins
+        Emails, usernames or subjects of people who become operators when they sign in.
+    projects_dir
+        Where projects created from the browser get their folders (None: memory only).
+    url_hosts
+        Hosts (or ``*.domain`` patterns) data URLs may name; empty: any host.
+    allow_local_urls
+        Let data URLs reach loopback and link-local addresses (refused by default).
     """
 
     host: str = "127.0.0.1"
@@ -61,6 +72,13 @@ class ServerConfig:
     accounts_path: Path | None = None
     user_limits: object | None = None
     engines: tuple[str, ...] = ()
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = field(default=None, repr=False)
+    oidc_admins: tuple[str, ...] = ()
+    projects_dir: Path | None = None
+    url_hosts: tuple[str, ...] = ()
+    allow_local_urls: bool = False
 
     @staticmethod
     def token_from_env() -> str | None:

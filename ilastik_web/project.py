@@ -418,13 +418,14 @@ class Project:
         self._labels_changed(result)
         return result
 
-    def paint_mask(self, box: Box, mask: np.ndarray, label: int) -> EditResult:
+    def paint_mask(self, box: Box, mask: np.ndarray, label: int,
+                   author: str | None = None) -> EditResult:
         """Set the voxels of a boolean ``mask`` shaped like ``box`` (z, y, x) to class
         ``label`` (0 erases); durable once this returns, undoable like a stroke.
         """
         if label != 0:
             self._get_class(label)
-        result = self.labels.paint_mask(box, mask, label)
+        result = self.labels.paint_mask(box, mask, label, author=author)
         self._labels_changed(result)
         return result
 

@@ -258,9 +258,11 @@ class SamService:
 
     # -- accept / reject ----------------------------------------------------------------------
 
-    def accept_to_labels(self, mask_id: str, project, label: int) -> EditResult:
-        """Paint the mask into ``project``'s labels as class ``label`` (0 erases); the mask
-        is then forgotten. ``project`` is an :class:`ilastik_web.project.Project`.
+    def accept_to_labels(self, mask_id: str, project, label: int,
+                         author: str | None = None) -> EditResult:
+        """Paint the mask into ``project``'s labels as class ``label`` (0 erases), as an edit
+        by ``author``; the mask is then forgotten. ``project`` is an
+        :class:`ilastik_web.project.Project`.
         """
         mask = self.masks.get(mask_id)
         if tuple(project.source.base.shape) != tuple(mask.volume_shape):
@@ -268,7 +270,7 @@ class SamService:
                 f"the mask was made on a volume of shape {mask.volume_shape}, the project's "
                 f"source has shape {project.source.base.shape}"
             )
-        result = project.paint_mask(mask.box, mask.mask, label)
+        result = project.paint_mask(mask.box, mask.mask, label, author=author)
         self.masks.pop(mask_id)
         return result
 

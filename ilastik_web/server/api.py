@@ -87,7 +87,8 @@ def api_routes(ctx: ServerContext) -> list[Route]:
         return web.json_response(openapi_document(ctx.table, server_url=base_url(request)))
 
     async def root(request: web.Request) -> web.Response:
-        raise web.HTTPFound(ctx.viewer_path().lstrip("/"))
+        # The laptop case opens the viewer; a shared server starts on its project list.
+        raise web.HTTPFound(ctx.viewer_path().lstrip("/") if ctx.access.open else "start")
 
     async def favicon(request: web.Request) -> web.Response:
         return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})

@@ -22,10 +22,12 @@ from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_exports import export_routes
 from ilastik_web.server.routes_jobs import job_routes
+from ilastik_web.server.routes_login import login_routes
 from ilastik_web.server.routes_notices import notice_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
 from ilastik_web.server.routes_project import project_routes
 from ilastik_web.server.routes_sam import sam_routes
+from ilastik_web.server.routes_start import start_routes
 from ilastik_web.server.routes_viewer import viewer_routes
 from ilastik_web.server.routing import RouteTable
 from ilastik_web.server.viewer_sessions import ViewerSession, ViewerSessions
@@ -107,6 +109,11 @@ def create_app(
 
     table.extend(api_routes(ctx))
     table.extend(access_routes(ctx.access, ctx.projects, ctx.viewer_path()))
+    table.extend(login_routes(ctx.access))
+    table.extend(start_routes(ctx.access, hub, ctx.executor, resources,
+                              projects_dir=config.projects_dir,
+                              allowed_roots=config.allowed_roots, url_hosts=config.url_hosts,
+                              allow_local_urls=config.allow_local_urls))
     table.extend(precomputed_routes(registry, resources.chunks, resources.cache("chunks"),
                                     ctx.damage))
     table.extend(notice_routes(ctx))

@@ -4,7 +4,8 @@ Every request passes through :func:`auth_middleware`. Each :class:`~.routing.Rou
 declares the role it needs:
 
 - ``public``: nobody is asked (health check);
-- ``user``: anyone signed in (start page, ``/api/me``);
+- ``user``: anyone with credentials (start page, ``/api/me``);
+- ``account``: a signed-in person (a user account) or the operator (creating projects);
 - ``viewer`` / ``annotator`` / ``owner``: that role (or a higher one) on the route's
   project: the ``{project_id}`` of its path, the project a ``{layer_id}`` belongs to, or,
   for routes of no project, on at least one project;
@@ -31,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -47,10 +49,13 @@ log = logging.getLogger(__name__)
 SESSION_COOKIE = "ilastik_web_session"
 #: Query parameter of page URLs carrying a token to exchange for the cookie.
 TOKEN_QUERY = "token"
+#: The request key of a function that says whether the caller is still allowed the route
+#: (long-lived streams ask it as they go: a revoked link ends them).
+RECHECK_KEY: web.RequestKey[Callable[[], bool]] = web.RequestKey("recheck", "Callable")
 #: The request key under which handlers find the :class:`Principal`.
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("principal", "Principal")
-#: Route roles, lowest first; project roles are those of :mod:`ilastik_web.accounts`.
-ROUTE_ROLES = ("public", "user", "viewer", "annotator", "owner", "admin")
+#: Route roles; project roles are those of :mod:`ilastik_web.accounts`.
+ROUTE_ROLES = ("public", "user", "account", "viewer", "annotator", "owner", "admin")
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,8 @@ class Access:
     project_ids: Callable[[], list[str]] = list
     sessions: BrowserSessions = field(default_factory=BrowserSessions)
     limits: Limits = field(default_factory=Limits)
+    #: OpenID Connect sign-in (:class:`ilastik_web.server.oidc.OidcLogin`), if configured.
+    login: Any = None
 
     def limited(self, principal: Principal) -> bool:
         """Whether per-person limits apply (not to the operator)."""
@@ -233,6 +240,11 @@ class Access:
         """
         if role in ("public", "user"):
             return
+        if role == "account":
+            if not (principal.admin or principal.user_id):
+                raise ForbiddenError(f"{principal.name} is not signed in, and this needs the "
+                                     "account role (sign in)")
+            return
         if role == "admin":
             if not principal.admin:
                 raise ForbiddenError(f"{principal.name} is not this server's operator")
@@ -278,6 +290,12 @@ def principal_of(request: web.Request) -> Principal:
     return request.get(PRINCIPAL_KEY, ANONYMOUS)
 
 
+def still_allowed(request: web.Request) -> bool:
+    """Whether the caller may still use the route (links revoked, sessions ended: not)."""
+    recheck = request.get(RECHECK_KEY)
+    return True if recheck is None else recheck()
+
+
 def set_session_cookie(response: web.StreamResponse, request: web.Request, cookie: str) -> None:
     response.set_cookie(SESSION_COOKIE, cookie, path="/", httponly=True, samesite="Strict",
                         secure=is_secure(request))
@@ -305,6 +323,12 @@ def auth_middleware(access: Access, table: RouteTable):
         if TOKEN_QUERY in request.query and request.method == "GET" and not access.open:
             return exchange_token(request)
         principal = access.authenticate(request)
+        if principal is None and access.login is not None and request.method == "GET" \
+                and "text/html" in request.headers.get("Accept", ""):
+            # A page load: go and sign in, then come back here.
+            next_path = str(URL.build(path=request.path, query=request.query))
+            raise web.HTTPSeeOther(base_url(request) + "/auth/login?" +
+                                   str(URL.build(query={"next": next_path}).query_string))
         if principal is None:
             raise UnauthenticatedError(
                 "authentication required: open a share link, sign in, or send "
@@ -313,6 +337,17 @@ def auth_middleware(access: Access, table: RouteTable):
         if request.method not in ("GET", "HEAD") and access.limited(principal):
             access.limits.charge(principal.id)
         request[PRINCIPAL_KEY] = principal
+        role = route.role if route is not None else "user"
+
+        def recheck() -> bool:
+            try:
+                access.authorize(request, principal, role)
+            except ForbiddenError:
+                return False
+            return access.sessions.get(request.cookies.get(SESSION_COOKIE)) is not None \
+                or principal.id.startswith("link:") or principal is LOCAL_USER
+
+        request[RECHECK_KEY] = recheck
         return await handler(request)
 
     def exchange_token(request: web.Request) -> web.Response:
@@ -350,10 +385,19 @@ def build_access(config, hub) -> Access:
     """
     from ilastik_web.server.web_safety import is_loopback_host
 
-    open_server = (not config.token and is_loopback_host(config.host)
-                   and not getattr(config, "oidc_issuer", None))
+    issuer = getattr(config, "oidc_issuer", None)
+    open_server = not config.token and is_loopback_host(config.host) and not issuer
+    accounts = Accounts(config.accounts_path)
+    login = None
+    if issuer:
+        from ilastik_web.server.oidc import OidcLogin, OidcSettings
+
+        login = OidcLogin(OidcSettings(issuer, config.oidc_client_id or "",
+                                       config.oidc_client_secret or "",
+                                       admins=tuple(config.oidc_admins)), accounts)
     return Access(
-        accounts=Accounts(config.accounts_path),
+        accounts=accounts,
+        login=login,
         token=config.token,
         open=open_server,
         projects_of_layer=hub.projects_of_layer,

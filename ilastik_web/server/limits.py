@@ -32,12 +32,16 @@ class UserLimits:
         Most voxels one stroke may touch (an upper bound from its points and radius).
     sam_prompts
         SAM prompts one person may have in progress at once.
+    sam_tasks
+        SAM background tasks (propagation, precomputing) one person may have queued or
+        running at once.
     """
 
     rate_per_s: float = 20.0
     burst: int = 200
     max_stroke_voxels: int = 8_000_000
     sam_prompts: int = 2
+    sam_tasks: int = 2
 
 
 def stroke_voxels_bound(points: int, radius: float, plane: str) -> int:
@@ -57,6 +61,7 @@ class Limits:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, float]] = {}  # id -> (tokens, time)
         self._sam: dict[str, int] = {}
+        self._tasks: dict[str, list] = {}
 
     def charge(self, person_id: str) -> None:
         """Count one state-changing request.
@@ -108,6 +113,22 @@ class Limits:
                     self._sam[person_id] = left
                 else:
                     del self._sam[person_id]
+
+
+    def admit_task(self, person_id: str) -> None:
+        """Raise TooManyRequestsError when the person has their share of SAM tasks going."""
+        with self._lock:
+            going = [t for t in self._tasks.get(person_id, []) if not t.is_finished]
+            self._tasks[person_id] = going
+            if len(going) >= self.settings.sam_tasks:
+                raise TooManyRequestsError(
+                    f"you already have {len(going)} SAM tasks queued or running; wait for "
+                    "them or cancel one")
+
+    def task_started(self, person_id: str, task) -> None:
+        """Count ``task`` (anything with an ``is_finished`` property) against the person."""
+        with self._lock:
+            self._tasks.setdefault(person_id, []).append(task)
 
 
 @contextmanager

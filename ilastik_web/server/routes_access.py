@@ -65,6 +65,24 @@ def access_routes(access: Access, hub: ProjectHub, viewer_path: str) -> list[Rou
         link = access.accounts.revoke(project_id, request.match_info["link_id"])
         return web.json_response(link.to_json(access.accounts.clock()))
 
+    async def list_members(request: web.Request) -> web.Response:
+        project_id = hub.get(request.match_info["project_id"]).project_id
+        members = []
+        for user_id, role in sorted(access.accounts.members(project_id).items()):
+            members.append({"user_id": user_id, "name": access.accounts.get_user(user_id).name,
+                            "role": role})
+        return web.json_response({"members": members})
+
+    async def set_member(request: web.Request) -> web.Response:
+        project_id = hub.get(request.match_info["project_id"]).project_id
+        user = access.accounts.get_user(request.match_info["user_id"])
+        body = await read_json(request, max_bytes=4096)
+        if not isinstance(body, dict) or "role" not in body or (
+                body["role"] is not None and body["role"] not in ROLES):
+            raise InvalidRequestError(f'expected {{"role": {"|".join(ROLES)}|null}}')
+        access.accounts.set_role(project_id, user.id, body["role"])
+        return web.json_response({"user_id": user.id, "name": user.name, "role": body["role"]})
+
     async def logout(request: web.Request) -> web.Response:
         access.sessions.drop(request.cookies.get(SESSION_COOKIE))
         response = web.json_response({"signed_out": True})
@@ -85,6 +103,15 @@ def access_routes(access: Access, hub: ProjectHub, viewer_path: str) -> list[Rou
               request_body='{"role": "viewer"|"annotator"|"owner", "expires_in_s"?: number}',
               summary="Create a share link; its token and URL are in this answer only",
               responses={201: "The link with its token and URL", 400: "Bad role or expiry"}),
+        Route("GET", "/api/projects/{project_id}/members", list_members, name="list_members",
+              role="owner", parameters=(_PROJECT,), tags=tags,
+              summary="Signed-in people with a role on the project"),
+        Route("PUT", "/api/projects/{project_id}/members/{user_id}", set_member,
+              name="set_member", role="owner", tags=tags,
+              parameters=(_PROJECT, Param("user_id", description="A user's id (/api/me)")),
+              request_body='{"role": "viewer"|"annotator"|"owner"|null (removes)}',
+              summary="Give a signed-in person a role on the project, or take it away",
+              responses={200: "The member", 400: "Bad role", 404: "No such user"}),
         Route("DELETE", "/api/projects/{project_id}/links/{link_id}", revoke_link,
               name="revoke_link", role="owner", parameters=(_PROJECT, _LINK), tags=tags,
               summary="Revoke a share link (it stops working at once)",

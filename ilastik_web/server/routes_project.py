@@ -20,7 +20,7 @@ import filters
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
 from ilastik_web.labels.rasterize import MAX_POINTS, MAX_RADIUS, PLANES, check_label
-from ilastik_web.server.auth import Access, principal_of
+from ilastik_web.server.auth import Access, principal_of, still_allowed
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -31,6 +31,8 @@ T = TypeVar("T")
 
 #: Largest stroke body: MAX_POINTS points with room to spare.
 STROKE_MAX_BYTES = 2 * 1024 * 1024
+#: Seconds between checks that an idle event stream's caller is still allowed in.
+RECHECK_S = 2.0
 _PROJECT = Param("project_id", description="Project id, as listed by /api/projects")
 _CLASS = Param("value", description="Class value (1..255)", schema={"type": "integer"})
 
@@ -292,8 +294,15 @@ def project_routes(hub: ProjectHub, executor: Executor,
 
         async def forward() -> None:
             while True:
-                message = await queue.get()
-                await ws.send_str(json.dumps(message))
+                try:
+                    message = await asyncio.wait_for(queue.get(), timeout=RECHECK_S)
+                except TimeoutError:
+                    message = None
+                if not still_allowed(request):  # a revoked link, an ended session
+                    await ws.close(code=4403, message=b"access revoked")
+                    return
+                if message is not None:
+                    await ws.send_str(json.dumps(message))
 
         sender = asyncio.create_task(forward())
         try:

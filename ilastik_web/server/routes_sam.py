@@ -170,6 +170,16 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
             raise InvalidRequestError("model must be a model name")
         return model
 
+    def admit_task(request: web.Request) -> None:
+        principal = principal_of(request)
+        if access is not None and access.limited(principal):
+            access.limits.admit_task(principal.id)
+
+    def task_started(request: web.Request, task) -> None:
+        principal = principal_of(request)
+        if access is not None and access.limited(principal):
+            access.limits.task_started(principal.id, task)
+
     async def list_models(request: web.Request) -> web.Response:
         return web.json_response({"models": service.models.describe()})
 
@@ -237,7 +247,9 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                 access.require(principal_of(request), "annotator", project_id)
             project = hub.get(project_id).project
             label = _integer(body.get("label"), "label")
-            result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label))
+            author = principal_of(request).id
+            result = await run_quick(lambda: service.accept_to_labels(mask_id, project, label,
+                                                                      author=author))
             return web.json_response({
                 "target": "labels", "project_id": project_id, "revision": result.revision,
                 "box_xyz": [list(result.box.start[::-1]), list(result.box.stop[::-1])],
@@ -272,11 +284,13 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         projection = body.get("projection", "mask")
         threshold = _number(body.get("iou_threshold", 0.8), "iou_threshold")
         try:
+            admit_task(request)
             task = service.propagate(volume, mask_id, lower=lower, upper=upper,
                                      iou_threshold=threshold, projection=projection,
                                      model=model_of(body))
         except TooManyRequestsError as exc:
             raise too_many(exc) from None
+        task_started(request, task)
         return web.json_response(task.to_json(), status=202)
 
     async def precompute(request: web.Request) -> web.Response:
@@ -286,9 +300,11 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         start = _integer(body.get("start"), "start")
         stop = _integer(body.get("stop", start + 1), "stop")
         try:
+            admit_task(request)
             task = service.precompute(volume, source, plane, start, stop, model_of(body))
         except TooManyRequestsError as exc:
             raise too_many(exc) from None
+        task_started(request, task)
         return web.json_response(task.to_json(), status=202)
 
     async def get_task(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from aiohttp import web
 
 from ilastik_web.errors import ForbiddenError, InvalidRequestError
-from ilastik_web.server.auth import LOCAL_USER, principal_of
+from ilastik_web.server.auth import LOCAL_USER, principal_of, still_allowed
 from ilastik_web.server.routes_precomputed import accepts_gzip
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between keep-alive comments on an idle event stream (proxies drop silent ones).
 KEEPALIVE_S = 15.0
+#: Seconds between checks that the caller is still allowed in (revoked links end streams).
+RECHECK_S = 2.0
 _TOKEN = Param("viewer_token", description="Viewer session id (the default session is 'main')")
 
 
@@ -98,7 +100,7 @@ def viewer_routes(
         await response.prepare(request)
         subscriber = session.subscribe()
         try:
-            while not session.closed:
+            while not session.closed and still_allowed(request):
                 subscriber.event.clear()
                 for key, tracked in session.states.items():
                     state, generation = tracked.snapshot()
@@ -110,7 +112,8 @@ def viewer_routes(
                     )
                     await response.write(f"data: {message}\n\n".encode())
                 try:
-                    await asyncio.wait_for(subscriber.event.wait(), timeout=keepalive_s)
+                    await asyncio.wait_for(subscriber.event.wait(),
+                                           timeout=min(keepalive_s, RECHECK_S))
                 except TimeoutError:
                     await response.write(b": keep-alive\n\n")
         except (ConnectionResetError, ConnectionError):

@@ -76,3 +76,18 @@ async def test_limits_apply_to_link_holders_not_the_operator(aiohttp_client, tmp
     for _ in range(3):
         resp = await client.post("/api/projects/p/strokes", json=big, headers=operator)
         assert resp.status == 200
+
+
+def test_sam_task_share_counts_unfinished_tasks():
+    from ilastik_web.sam.tasks import Task
+
+    limits = Limits(UserLimits(sam_tasks=2))
+    tasks = [Task(f"t{i}", "propagate", {}) for i in range(2)]
+    for task in tasks:
+        limits.admit_task("a")
+        limits.task_started("a", task)
+    with pytest.raises(TooManyRequestsError, match="SAM tasks"):
+        limits.admit_task("a")
+    limits.admit_task("b")
+    tasks[0].state = "done"
+    limits.admit_task("a")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -59,8 +60,16 @@ async def test_annotator_link_opens_paints_and_stops_when_revoked(make_client):
     # the listing never shows tokens
     listing = await (await client.get("/api/projects/p/links", headers=OPERATOR)).text()
     assert link["token"] not in listing and link["token"].split("_", 2)[2] not in listing
+    ws = await client.ws_connect("/api/projects/p/events")
+    assert (await ws.receive_json())["kind"] == "hello"
     resp = await client.delete(f"/api/projects/p/links/{link['id']}", headers=OPERATOR)
     assert (await resp.json())["revoked"] is True
+    # an open event stream ends too
+    while True:
+        message = await ws.receive(timeout=60)
+        if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            break
+    assert ws.close_code == 4403
     # revoked: the very next request is refused
     assert (await client.post("/api/projects/p/strokes", json=STROKE)).status == 403
     assert (await client.get("/v/main/")).status == 403
@@ -211,3 +220,44 @@ async def test_each_browser_has_its_own_viewer_session(make_client):
     assert (await _first_state(alice, "a2"))[0]["position"] == [1.5, 2.5, 3.5]
     assert (await _first_state(bob, "b"))[0].get("position") != [1.5, 2.5, 3.5]
     await bob.close()
+
+
+async def test_a_revoked_link_ends_the_viewer_event_stream(make_client):
+    client = await make_client()
+    link = await _link(client, "viewer")
+    await client.get(link["url"].split(str(client.port), 1)[1])
+    resp = await client.get("/events/main?c=x")
+    assert resp.status == 200
+    assert (await resp.content.readline()).startswith(b"data: ")
+    await client.delete(f"/api/projects/p/links/{link['id']}", headers=OPERATOR)
+    while await resp.content.readline():  # ends (EOF) once the server rechecks
+        pass
+    assert resp.content.at_eof()
+    resp.close()
+
+
+async def test_owners_give_signed_in_people_roles(make_client):
+    from ilastik_web.server.auth import Principal
+    from ilastik_web.server.context import CONTEXT_KEY
+
+    client = await make_client()
+    access = client.app[CONTEXT_KEY].access
+    user = access.accounts.user_for_subject("https://idp|carol", "Carol")
+    cookie = access.sessions.create(Principal(f"user:{user.id}", "Carol", user_id=user.id))
+    client.session.cookie_jar.update_cookies({SESSION_COOKIE: cookie})
+    assert (await client.get("/api/projects/p")).status == 403
+    resp = await client.put(f"/api/projects/p/members/{user.id}", json={"role": "annotator"},
+                            headers=OPERATOR)
+    assert resp.status == 200
+    assert (await client.post("/api/projects/p/strokes", json=STROKE)).status == 200
+    members = await (await client.get("/api/projects/p/members", headers=OPERATOR)).json()
+    assert members["members"] == [{"user_id": user.id, "name": "Carol", "role": "annotator"}]
+    for body in ({"role": "king"}, {}):
+        resp = await client.put(f"/api/projects/p/members/{user.id}", json=body,
+                                headers=OPERATOR)
+        assert resp.status == 400
+    assert (await client.put("/api/projects/p/members/nobody", json={"role": None},
+                             headers=OPERATOR)).status == 404
+    await client.put(f"/api/projects/p/members/{user.id}", json={"role": None},
+                     headers=OPERATOR)
+    assert (await client.post("/api/projects/p/strokes", json=STROKE)).status == 403
