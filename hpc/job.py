@@ -70,6 +70,9 @@ class EngineSpec:
         Blocks each Slurm array task computes.
     python
         The Python interpreter on the cluster nodes (default: this process's).
+    env_file
+        Slurm engines: a file of ``NAME=value`` lines the batch scripts load first, on
+        the nodes (object-storage settings and keys for the workers; keep it 0600).
     rest_url, rest_user, rest_token_file, rest_api
         ``"slurm-rest"`` only: slurmrestd's base URL, the Slurm user jobs run as, a file
         holding a JWT for that user (``scontrol token``; read at each call, so it may be
@@ -89,6 +92,7 @@ class EngineSpec:
     gpus: int | None = None
     blocks_per_task: int = 1
     python: str | None = None
+    env_file: str | None = None
     rest_url: str | None = None
     rest_user: str | None = None
     rest_token_file: str | None = None

@@ -21,9 +21,10 @@ from aiohttp import web
 from hpc.job import FORMATS, EngineSpec
 from hpc.plan import parse_roi
 from hpc.service import JobService
+from hpc.writers import is_object_output
 from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import OUTPUTS
-from ilastik_web.errors import InvalidRequestError
+from ilastik_web.errors import ForbiddenError, InvalidRequestError
 from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.sources.location import check_allowed
@@ -71,6 +72,21 @@ def _engine_of(body: dict[str, Any]) -> EngineSpec:
         raise InvalidRequestError(f"bad engine: {exc}") from None
 
 
+def _check_object_allowed(output: str, allowed_roots: Sequence[Path] | None) -> None:
+    """``s3://`` outputs: allowed under an ``--allow-root s3://bucket/prefix`` (or when no
+    roots are set)."""
+    if allowed_roots is None:
+        return
+    folder = output.strip().rstrip("/")
+    for root in allowed_roots:
+        text = str(root)
+        if text.startswith("s3:/") and not text.startswith("s3://"):
+            text = "s3://" + text[len("s3:/"):]  # Path() folds the double slash
+        if text.startswith("s3://") and (folder + "/").startswith(text.rstrip("/") + "/"):
+            return
+    raise ForbiddenError(f"{folder}: outside the allowed data folders")
+
+
 def submit_request(served: ServedProject, service: JobService, body: Any,
                    allowed_roots: Sequence[Path] | None):
     """Validate a submit body and start the job (blocking; run it in the executor)."""
@@ -97,8 +113,11 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
                            f"{_SUFFIX[fmt]}"
     elif not isinstance(output, str) or not output.strip():
         raise InvalidRequestError("output must be a path")
-    output = Path(output)
-    check_allowed(output.parent, allowed_roots, str(output))
+    if is_object_output(output):
+        _check_object_allowed(output, allowed_roots)
+    else:
+        output = Path(output)
+        check_allowed(output.parent, allowed_roots, str(output))
     roi = body.get("roi")
     if roi is not None:
         if not isinstance(roi, str):

@@ -1,0 +1,62 @@
+"""End to end, as on the cloud: the volume lives in Swift, the job goes to Slurm through
+slurmrestd (JWT), its workers read Swift and write the export back to Swift."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorstore as ts
+from conftest import served, slurm_engine
+
+from hpc.job import DONE
+from hpc.service import JobService
+from ilastik_web.abc import Box
+from ilastik_web.sources import open_source
+from ilastik_web.sources.s3 import kvstore_spec
+
+pytestmark = pytest.mark.slurm
+
+SETTINGS = ("ILASTIK_WEB_S3_ENDPOINT", "AWS_REGION", "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY")
+
+
+def _upload(local: Path, bucket: str, key: str) -> None:
+    destination = ts.KvStore.open(kvstore_spec(bucket, key)).result()
+    writes = [destination.write(p.relative_to(local).as_posix(), p.read_bytes())
+              for p in local.rglob("*") if p.is_file()]
+    for write in writes:
+        write.result()
+
+
+def test_swift_volume_exported_to_swift_by_a_slurmrestd_job(swift, slurmrestd,
+                                                            trained_project, tmp_path):
+    swift.create_container("lab-data")
+    swift.create_container("lab-results")
+    prefix = uuid.uuid4().hex
+    _upload(Path(trained_project.source_location), "lab-data", f"{prefix}/raw.zarr")
+    source = f"s3://lab-data/{prefix}/raw.zarr"
+    output = f"s3://lab-results/{prefix}/segmentation.ome.zarr"
+    # The workers' storage settings travel in a 0600 file on shared storage, never in
+    # the job's description or the REST request.
+    env_file = tmp_path / "worker.env"
+    env_file.write_text("".join(f"{name}={os.environ[name]}\n" for name in SETTINGS))
+    env_file.chmod(0o600)
+    engine = slurm_engine("slurm-rest", slurmrestd, workers=0, blocks_per_task=4,
+                          env_file=str(env_file))
+    service = JobService(tmp_path / "jobs")
+    job = service.submit_from_project(trained_project, output=output, format="ome-zarr",
+                                      export="segmentation", engine=engine, source=source)
+    summary = service.wait(job.id, timeout=600)
+    assert summary["state"] == DONE, job.logs()
+    assert summary["engine"] == "slurm-rest" and summary["source"] == source
+    record = (job.folder / "job.json").read_text()
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in record
+    assert "rest.jwt" in record and open(slurmrestd["rest_token_file"]).read().strip() \
+        .split("=", 1)[-1] not in record
+    result = open_source(output).base
+    np.testing.assert_array_equal(result.read(Box.from_shape(result.shape)),
+                                  served(trained_project, "segmentation"))
