@@ -238,8 +238,10 @@ async def _serve(
     sys.stdout.flush()
     if not args.no_browser:
         webbrowser.open(url)
+    from ilastik_web.server.lifecycle import wait_for_stop
+
     try:
-        await asyncio.Event().wait()
+        await wait_for_stop()  # SIGTERM (systemd) or Ctrl-C
     finally:
         await runner.cleanup()
 

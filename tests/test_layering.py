@@ -39,6 +39,7 @@ LAYERS = {
     "hpc.slurm_rest": APPLICATION,
     "ilastik_web.config": WEB,
     "ilastik_web.server": WEB,
+    "ilastik_web.server.lifecycle": WEB,
     "ilastik_web.cli": WEB,
     "ilastik_web.__main__": WEB,
     "neuroglancer_ext": WEB,
