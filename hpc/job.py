@@ -118,6 +118,27 @@ class EngineSpec:
         return cls(**known)
 
 
+def load_engines(path: str | Path) -> dict[str, EngineSpec]:
+    """Named engines from a JSON file ``{"name": {"kind": ..., EngineSpec fields}}``.
+
+    The server offers only these (besides ``local``), so a request names an engine and
+    never sets a URL, a token file or an interpreter itself.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"{path}: cannot read engines: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InvalidRequestError(f"{path}: expected {{name: {{kind: ..., ...}}}}")
+    engines = {}
+    for name, fields in data.items():
+        unknown = set(fields) - set(EngineSpec.__dataclass_fields__)
+        if unknown:
+            raise InvalidRequestError(f"{path}: engine {name!r}: unknown keys {sorted(unknown)}")
+        engines[name] = EngineSpec(**fields)
+    return engines
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a job computes.

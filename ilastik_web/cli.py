@@ -125,6 +125,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="device for SAM (default: CUDA when present, else CPU)")
     serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
                        help="folder caching SAM embeddings on disk (default: memory only)")
+    serve.add_argument("--engines", type=Path, default=None, metavar="FILE",
+                       help="JSON file of named batch engines jobs may use, e.g. "
+                            '{"hpc": {"kind": "slurm-rest", "rest_url": ..., "rest_user": ...}}')
     serve.set_defaults(func=run_serve)
 
 
@@ -256,6 +259,12 @@ def run_serve(args: argparse.Namespace) -> int:
         layers, projects = open_layers(args, cache)
     except (IlastikWebError, OSError, ValueError) as exc:
         raise CommandError(str(exc) or type(exc).__name__) from None
+    try:
+        from hpc.job import load_engines
+
+        engines = load_engines(args.engines) if args.engines else {}
+    except IlastikWebError as exc:
+        raise CommandError(str(exc)) from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -266,6 +275,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_models=tuple(args.sam_model),
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
+        engines=engines,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, cache))

@@ -35,6 +35,8 @@ class ServerConfig:
         "cpu" or "cuda" for SAM; None: CUDA when present.
     sam_cache_dir
         Where SAM embeddings are cached on disk (None: memory only).
+    engines
+        Named batch engines a job request may choose (``hpc.job.load_engines``).
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +49,7 @@ class ServerConfig:
     sam_models: tuple[str, ...] = ()
     sam_device: str | None = None
     sam_cache_dir: Path | None = None
+    engines: dict = field(default_factory=dict)
 
     @staticmethod
     def token_from_env() -> str | None:

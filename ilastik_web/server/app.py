@@ -126,7 +126,8 @@ def create_app(
     table.extend(viewer_routes(sessions, ctx.client, ctx.executor))
     table.extend(project_routes(ctx.projects, ctx.executor))
     table.extend(job_routes(ctx.projects, ctx.executor, cache=cache,
-                            allowed_roots=config.allowed_roots or None))
+                            allowed_roots=config.allowed_roots or None,
+                            engines=config.engines))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,

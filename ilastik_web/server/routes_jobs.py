@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,8 +60,11 @@ class JobServices:
             return service
 
 
-def _engine_of(body: dict[str, Any]) -> EngineSpec:
+def _engine_of(body: dict[str, Any], configured: Mapping[str, EngineSpec] | None = None
+               ) -> EngineSpec:
     engine = body.get("engine") or {"kind": "local"}
+    if isinstance(engine, str) and configured and engine in configured:
+        return configured[engine]  # an engine of the server's configuration, by name
     if isinstance(engine, str):
         engine = {"kind": engine}
     if not isinstance(engine, dict) or set(engine) - set(_ENGINE_FIELDS):
@@ -88,7 +91,8 @@ def _check_object_allowed(output: str, allowed_roots: Sequence[Path] | None) -> 
 
 
 def submit_request(served: ServedProject, service: JobService, body: Any,
-                   allowed_roots: Sequence[Path] | None):
+                   allowed_roots: Sequence[Path] | None,
+                   engines: Mapping[str, EngineSpec] | None = None):
     """Validate a submit body and start the job (blocking; run it in the executor)."""
     if not isinstance(body, dict):
         raise InvalidRequestError('expected {"export": ..., "format"?: ..., "output"?: ...}')
@@ -126,12 +130,13 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
             raise InvalidRequestError(f"level {level} outside 0..{len(project.source) - 1}")
         roi = parse_roi(roi, project.source.levels[level].shape)
     return service.submit_from_project(project, output=output, format=fmt, export=export,
-                                       level=level, roi=roi, engine=_engine_of(body),
+                                       level=level, roi=roi, engine=_engine_of(body, engines),
                                        memory_bytes=memory, background=True)
 
 
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
-           allowed_roots: Sequence[Path] | None = None) -> list[Route]:
+           allowed_roots: Sequence[Path] | None = None,
+           engines: Mapping[str, EngineSpec] | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -144,6 +149,8 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
         Cache for the pyramid levels an opened export may need.
     allowed_roots
         Folders outputs may be written to (None: anywhere).
+    engines
+        Named engines of the server's configuration (``--engines``), chosen by name.
     """
     services = JobServices(hub)
 
@@ -161,7 +168,8 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     async def submit_job(request: web.Request) -> web.Response:
         served, service = context(request)
         body = await read_json(request)
-        job = await run(lambda: submit_request(served, service, body, allowed_roots))
+        job = await run(lambda: submit_request(served, service, body, allowed_roots,
+                                                  engines))
         return web.json_response(await run(lambda: service.get(job.id)), status=201)
 
     async def get_job(request: web.Request) -> web.Response:

@@ -60,3 +60,66 @@ def test_swift_volume_exported_to_swift_by_a_slurmrestd_job(swift, slurmrestd,
     result = open_source(output).base
     np.testing.assert_array_equal(result.read(Box.from_shape(result.shape)),
                                   served(trained_project, "segmentation"))
+
+
+async def _route_submissions(project, engine, tmp_path):
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from ilastik_web.cache import ArrayCache
+    from ilastik_web.server.errors import error_middleware
+    from ilastik_web.server.layers import LayerRegistry
+    from ilastik_web.server.projects import ProjectHub
+    from ilastik_web.server.routes_jobs import job_routes
+    from ilastik_web.server.routing import RouteTable
+
+    hub = ProjectHub(LayerRegistry(), ArrayCache(1 << 20))
+    hub.add("p", project, source_layer_id="raw")
+    executor = ThreadPoolExecutor(2)
+    app = web.Application(middlewares=[error_middleware])
+    roots = [tmp_path, Path("s3://lab-results/allowed")]
+    RouteTable(job_routes(hub, executor, allowed_roots=roots, engines={"hpc": engine})) \
+        .register(app)
+    prefix = uuid.uuid4().hex
+    async with TestClient(TestServer(app)) as client:
+        # A request names a configured engine; it cannot point at a slurmrestd itself.
+        rogue = await client.post("/api/projects/p/jobs", json={
+            "export": "segmentation", "output": str(tmp_path / "rogue.ome.zarr"),
+            "engine": {"kind": "slurm-rest", "rest_url": "http://evil.example"}})
+        assert rogue.status == 400, await rogue.text()
+        outside = await client.post("/api/projects/p/jobs", json={
+            "export": "segmentation", "output": f"s3://lab-results/{prefix}/x.ome.zarr",
+            "engine": "hpc"})
+        assert outside.status == 403
+        response = await client.post("/api/projects/p/jobs", json={
+            "export": "segmentation", "roi": "0:8,0:64,0:64", "engine": "hpc",
+            "output": f"s3://lab-results/allowed/{prefix}/x.ome.zarr"})
+        assert response.status == 201, await response.text()
+        job = await response.json()
+        assert job["engine"] == "slurm-rest"
+        while job["state"] in ("PENDING", "RUNNING"):
+            await asyncio.sleep(0.5)
+            job = await (await client.get(f"/api/projects/p/jobs/{job['id']}")).json()
+    executor.shutdown()
+    return job
+
+
+def test_server_routes_submit_over_slurmrestd_to_swift(swift, slurmrestd, trained_project,
+                                                        tmp_path):
+    import asyncio
+
+    swift.create_container("lab-results")
+    env_file = tmp_path / "worker.env"
+    env_file.write_text("".join(f"{name}={os.environ[name]}\n" for name in SETTINGS))
+    env_file.chmod(0o600)
+    engine = slurm_engine("slurm-rest", slurmrestd, workers=0, blocks_per_task=4,
+                          env_file=str(env_file))
+    job = asyncio.run(_route_submissions(trained_project, engine, tmp_path))
+    assert job["state"] == DONE, job
+    result = open_source(job["output"]).base
+    box = Box((0, 0, 0), (8, 64, 64))
+    np.testing.assert_array_equal(result.read(Box.from_shape(result.shape)),
+                                  served(trained_project, "segmentation", box))
