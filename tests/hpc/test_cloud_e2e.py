@@ -123,3 +123,17 @@ def test_server_routes_submit_over_slurmrestd_to_swift(swift, slurmrestd, traine
     box = Box((0, 0, 0), (8, 64, 64))
     np.testing.assert_array_equal(result.read(Box.from_shape(result.shape)),
                                   served(trained_project, "segmentation", box))
+
+
+async def test_health_checks_real_swift_and_slurmrestd(swift, slurmrestd, aiohttp_client):
+    from hpc.job import EngineSpec
+    from ilastik_web.config import ServerConfig
+    from ilastik_web.server.app import create_app
+
+    swift.create_container("lab-results")
+    config = ServerConfig(allowed_roots=(Path("s3://lab-results/allowed"),),
+                          engines={"hpc": EngineSpec(kind="slurm-rest", **slurmrestd)})
+    client = await aiohttp_client(create_app(config))
+    body = await (await client.get("/api/health")).json()
+    assert body["ready"] == "ready", body
+    assert {c["group"] for c in body["checks"]} == {"storage", "slurm"}
