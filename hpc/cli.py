@@ -113,6 +113,8 @@ def add_commands(subparsers) -> None:
                          help="blocks per Slurm array task")
     predict.add_argument("--python", help="Python interpreter on the Slurm nodes "
                                            "(default: this one)")
+    predict.add_argument("--env-file", help="Slurm: NAME=value file the batch scripts load "
+                                             "on the nodes (storage keys)")
     predict.add_argument("--rest-url", help="slurmrestd base URL (--engine slurm-rest)")
     predict.add_argument("--rest-user", help="Slurm user the JWT was issued for")
     predict.add_argument("--rest-token-file", help="file holding the JWT (default: "
@@ -140,6 +142,7 @@ def _engine(args) -> EngineSpec:
         address=args.scheduler, partition=args.partition, account=args.account,
         time=args.time, mem=args.mem, cpus=args.cpus, gpus=args.gpus,
         blocks_per_task=max(1, args.blocks_per_task), python=args.python,
+        env_file=args.env_file,
         rest_url=args.rest_url, rest_user=args.rest_user,
         rest_token_file=args.rest_token_file,
     )

@@ -115,10 +115,12 @@ def _sbatch(args: list[str]) -> str:
     return result.stdout.strip().split(";")[0]
 
 
-def _script(command: list[str]) -> str:
+def _script(command: list[str], env_file: str | None = None) -> str:
     env = f"export PYTHONPATH={shlex.quote(str(_repo_root()))}${{PYTHONPATH:+:$PYTHONPATH}}"
     threads = "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"
-    return "\n".join(["#!/bin/bash", "set -e", env, threads, "exec " + shlex.join(command), ""])
+    settings = [f"set -a; . {shlex.quote(env_file)}; set +a"] if env_file else []
+    return "\n".join(["#!/bin/bash", "set -e", *settings, env, threads,
+                      "exec " + shlex.join(command), ""])
 
 
 @dataclass(frozen=True)
@@ -163,8 +165,10 @@ def prepare_slurm(job: Job, engine: EngineSpec, run: int) -> SlurmSubmission:
     tasks = [todo[i:i + per] for i in range(0, len(todo), per)]
     (slurm_dir / f"run{run}.json").write_text(json.dumps({"tasks": tasks}))
     python = engine.python or sys.executable
-    array_script = _script([python, "-m", "hpc.worker", str(folder), "--run", str(run)])
-    final_script = _script([python, "-m", "hpc.worker", str(folder), "--finalize"])
+    array_script = _script([python, "-m", "hpc.worker", str(folder), "--run", str(run)],
+                           engine.env_file)
+    final_script = _script([python, "-m", "hpc.worker", str(folder), "--finalize"],
+                           engine.env_file)
     (slurm_dir / f"run{run}.sh").write_text(array_script)
     (slurm_dir / "finalize.sh").write_text(final_script)
     return SlurmSubmission(tasks, array_script, final_script, folder,

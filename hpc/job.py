@@ -70,6 +70,9 @@ class EngineSpec:
         Blocks each Slurm array task computes.
     python
         The Python interpreter on the cluster nodes (default: this process's).
+    env_file
+        Slurm engines: a file of ``NAME=value`` lines the batch scripts load first, on
+        the nodes (object-storage settings and keys for the workers; keep it 0600).
     rest_url, rest_user, rest_token_file, rest_api
         ``"slurm-rest"`` only: slurmrestd's base URL, the Slurm user jobs run as, a file
         holding a JWT for that user (``scontrol token``; read at each call, so it may be
@@ -89,6 +92,7 @@ class EngineSpec:
     gpus: int | None = None
     blocks_per_task: int = 1
     python: str | None = None
+    env_file: str | None = None
     rest_url: str | None = None
     rest_user: str | None = None
     rest_token_file: str | None = None
@@ -112,6 +116,27 @@ class EngineSpec:
     def from_json(cls, data: dict) -> EngineSpec:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
+
+
+def load_engines(path: str | Path) -> dict[str, EngineSpec]:
+    """Named engines from a JSON file ``{"name": {"kind": ..., EngineSpec fields}}``.
+
+    The server offers only these (besides ``local``), so a request names an engine and
+    never sets a URL, a token file or an interpreter itself.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InvalidRequestError(f"{path}: cannot read engines: {exc}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InvalidRequestError(f"{path}: expected {{name: {{kind: ..., ...}}}}")
+    engines = {}
+    for name, fields in data.items():
+        unknown = set(fields) - set(EngineSpec.__dataclass_fields__)
+        if unknown:
+            raise InvalidRequestError(f"{path}: engine {name!r}: unknown keys {sorted(unknown)}")
+        engines[name] = EngineSpec(**fields)
+    return engines
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,42 @@ from hpc.job import (
 )
 from hpc.plan import BlockPlan, block_shape_for_budget, default_chunk_shape
 from hpc.worker import finalize
-from hpc.writers import OutputLayout, OutputStore, release_output, reserve_output
+from hpc.writers import (
+    OutputLayout,
+    OutputStore,
+    is_object_output,
+    release_output,
+    reserve_output,
+)
 from ilastik_web.abc import Box
 from ilastik_web.classify.blockwise import check_output, output_channels, output_dtype
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import PixelClassifier
-from ilastik_web.errors import InvalidRequestError
+from ilastik_web.errors import ConflictError, InvalidRequestError
 from ilastik_web.ngff import ClassInfo
 from ilastik_web.sources.location import check_path_text
 
 log = logging.getLogger(__name__)
+
+
+def _checked_output(output: str | Path, format: str) -> str:
+    """The output as stored with the job: an absolute path, or an ``s3://`` folder; it
+    must not exist yet."""
+    if is_object_output(output):
+        from ilastik_web.sources.location import parse_location
+        from ilastik_web.sources.s3 import has_objects
+
+        if format in ("hdf5", "tiff"):
+            raise InvalidRequestError("HDF5 and TIFF exports are written to local files only; "
+                                      "choose ome-zarr, n5 or precomputed for object storage")
+        location = parse_location(str(output))
+        if not location.key:
+            raise InvalidRequestError(f"{location}: give a folder inside the bucket")
+        if has_objects(location.kvstore_spec()):
+            raise ConflictError(f"output {location} already exists")
+        return location.text
+    # Local outputs are reserved atomically by reserve_output once the job is planned.
+    return os.path.realpath(check_path_text(str(output)))
 
 
 def _slurm_submit(job: Job, engine: EngineSpec, run: int) -> list[str]:
@@ -152,20 +178,23 @@ class JobService:
         """
         if tuple(classifier.feature_names) != tuple(computer.channel_names):
             raise InvalidRequestError("the classifier was trained on other features")
-        output_path = Path(os.path.realpath(check_path_text(str(output))))
-        spec = JobSpec(source=source, output=str(output_path), format=format, export=export,
+        output_text = _checked_output(output, format)
+        spec = JobSpec(source=source, output=output_text, format=format, export=export,
                        level=level, voxel_size=tuple(voxel_size) if voxel_size else None,
                        engine=engine or EngineSpec(), project=project, generation=generation,
                        memory_bytes=memory_bytes)
         plan, layout = plan_job(computer, classifier, export=export, level=level, roi=roi,
                                 memory_bytes=memory_bytes, block_shape=block_shape,
                                 chunk_shape=chunk_shape, classes=classes)
-        reserve_output(output_path, format)
+        local = None if is_object_output(output_text) else Path(output_text)
+        if local is not None:
+            reserve_output(local, format)
         try:
             job = self.store.create(spec, plan, classifier=classifier,
                                     selection=computer.selection)
         except BaseException:
-            release_output(output_path)
+            if local is not None:
+                release_output(local)
             raise
         job.update(layout=layout.to_json())
         job.append_log("driver", f"created: {len(plan)} blocks of {plan.block_shape} "
@@ -216,7 +245,7 @@ class JobService:
         run = int(record.get("run", 0)) + 1
         job.clear_cancel()
         job.clear_failures()
-        store = OutputStore(spec.format, Path(spec.output), job.staging_path,
+        store = OutputStore(spec.format, spec.output, job.staging_path,
                             OutputLayout.from_json(record["layout"]))
         store.create()
         handles: dict = {"owner_pid": os.getpid()}

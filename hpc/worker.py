@@ -53,7 +53,7 @@ def output_store(job: Job) -> OutputStore:
     record = job.record()
     spec = JobSpec.from_json(record["spec"])
     layout = OutputLayout.from_json(record["layout"])
-    return OutputStore(spec.format, Path(spec.output), job.staging_path, layout)
+    return OutputStore(spec.format, spec.output, job.staging_path, layout)
 
 
 def limit_threads(threads: int) -> None:

@@ -36,6 +36,11 @@ from ilastik_web.pyramid import downsample_mean, downsample_mode, pyramid_factor
 
 log = logging.getLogger(__name__)
 
+
+def is_object_output(output: Path | str) -> bool:
+    """Whether ``output`` names object storage (``s3://bucket/folder``)."""
+    return isinstance(output, str) and output.strip().lower().startswith("s3://")
+
 #: Stop the OME-Zarr pyramid once every axis is this short.
 PYRAMID_MIN_SIZE = 64
 
@@ -103,12 +108,16 @@ def _zarr_dtype(dtype: str) -> str:
     return {"uint8": "|u1", "float32": "<f4"}[dtype]
 
 
-def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = None) -> dict:
+def _file_kv(path: Path) -> dict:
+    return {"driver": "file", "path": str(path)}
+
+
+def _zarr_spec(kvstore: dict, layout: OutputLayout, shape: Sequence[int] | None = None) -> dict:
     spatial = tuple(shape) if shape is not None else layout.shape
     chunks = [min(c, s) for c, s in zip(layout.chunk_shape, spatial, strict=True)]
     return {
         "driver": "zarr",
-        "kvstore": {"driver": "file", "path": str(path)},
+        "kvstore": kvstore,
         "metadata": {
             "shape": [layout.channels, *spatial],
             "chunks": [layout.channel_chunk, *chunks],
@@ -121,14 +130,14 @@ def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = N
     }
 
 
-def _xyzc_spec(driver: str, path: Path, layout: OutputLayout) -> dict:
+def _xyzc_spec(driver: str, kvstore: dict, layout: OutputLayout) -> dict:
     z, y, x = layout.shape
     cz, cy, cx = layout.chunk_shape
     vz, vy, vx = layout.voxel_size
     if driver == "n5":
         return {
             "driver": "n5",
-            "kvstore": {"driver": "file", "path": str(path)},
+            "kvstore": kvstore,
             "metadata": {
                 "dimensions": [x, y, z, layout.channels],
                 "blockSize": [cx, cy, cz, layout.channel_chunk],
@@ -138,7 +147,7 @@ def _xyzc_spec(driver: str, path: Path, layout: OutputLayout) -> dict:
         }
     return {
         "driver": "neuroglancer_precomputed",
-        "kvstore": {"driver": "file", "path": str(path)},
+        "kvstore": kvstore,
         "multiscale_metadata": {"type": "image", "data_type": layout.dtype,
                                 "num_channels": layout.channels},
         "scale_metadata": {"size": [x, y, z], "resolution": [vx, vy, vz],
@@ -194,6 +203,68 @@ def _partial_file(output: Path) -> Path:
     os.close(fd)
     return Path(name)
 
+class _ObjectTarget:
+    """An output folder in object storage (``s3://``), written with plain PUTs only.
+
+    Swift's S3 API refuses conditional PUTs, which tensorstore needs to create metadata
+    and to merge partial chunks. Blocks are whole chunks, so each write is encoded into
+    a fresh in-memory store of the same metadata and its objects uploaded as they are;
+    reads go to the object store directly.
+    """
+
+    def __init__(self, output: str):
+        from ilastik_web.sources.location import parse_location
+
+        self.location = parse_location(output)
+
+    def kvstore(self, sub: str | None = None) -> dict:
+        place = self.location.child(sub) if sub else self.location
+        return place.kvstore_spec()
+
+    def _kv(self, sub: str | None = None) -> ts.KvStore:
+        from ilastik_web.sources.s3 import open_kvstore
+
+        return open_kvstore(self.kvstore(sub))
+
+    def has_data(self, sub: str | None = None) -> bool:
+        from ilastik_web.sources.s3 import has_objects
+
+        return has_objects(self.kvstore(sub))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        self._kv().write(name, data).result()
+
+    def read_bytes(self, name: str) -> bytes | None:
+        result = self._kv().read(name).result()
+        return bytes(result.value) if result.state == "value" else None
+
+    @staticmethod
+    def _in_memory(spec: dict) -> ts.TensorStore:
+        memory = dict(spec, kvstore={"driver": "memory"}, create=True)
+        memory.pop("delete_existing", None)
+        memory.pop("open", None)
+        return ts.open(memory, context=ts.Context()).result()
+
+    def create(self, spec: dict) -> None:
+        """Upload the metadata tensorstore would create for ``spec``."""
+        from ilastik_web.sources.s3 import unconditional_copy
+
+        unconditional_copy(self._in_memory(spec).kvstore, ts.KvStore.open(spec["kvstore"])
+                           .result())
+
+    def write(self, spec: dict, index: tuple, data: np.ndarray) -> None:
+        """Write ``data`` at ``index`` (whole chunks) of the array ``spec`` describes."""
+        from ilastik_web.sources.s3 import unconditional_copy
+
+        memory = self._in_memory(spec)
+        memory[index].write(data).result()
+        unconditional_copy(memory.kvstore, ts.KvStore.open(spec["kvstore"]).result(),
+                           skip=_METADATA_KEYS)
+
+
+#: Metadata objects, uploaded once at creation (not again with every block).
+_METADATA_KEYS = (".zarray", ".zattrs", ".zgroup", "attributes.json", "info")
+
 
 class OutputStore:
     """Where one job's blocks go.
@@ -203,7 +274,8 @@ class OutputStore:
     format
         ``ome-zarr``, ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
     output
-        The final path.
+        The final path, or an ``s3://bucket/folder`` in object storage (OME-Zarr, N5
+        and precomputed; credentials as :mod:`ilastik_web.sources.s3` reads them).
     staging
         The job folder's staging path (HDF5 and TIFF only).
     layout
@@ -212,14 +284,18 @@ class OutputStore:
         OME-Zarr levels are added until every axis is at most this long.
     """
 
-    def __init__(self, format: str, output: Path, staging: Path, layout: OutputLayout, *,
-                 pyramid_min_size: int = PYRAMID_MIN_SIZE):
+    def __init__(self, format: str, output: Path | str, staging: Path, layout: OutputLayout,
+                 *, pyramid_min_size: int = PYRAMID_MIN_SIZE):
         self.pyramid_min_size = pyramid_min_size
         self.format = format
-        self.output = Path(output)
+        self.target = _ObjectTarget(str(output)) if is_object_output(output) else None
+        self.output = Path(output) if self.target is None else None
         self.staging = Path(staging)
         self.layout = layout
         self._store: ts.TensorStore | None = None
+        if self.target is not None and self.staged:
+            raise InvalidRequestError("HDF5 and TIFF exports are written to local files only; "
+                                      "choose ome-zarr, n5 or precomputed for object storage")
 
     @property
     def staged(self) -> bool:
@@ -227,38 +303,75 @@ class OutputStore:
 
     @property
     def _array_path(self) -> Path:
+        assert self.output is not None
         if self.staged:
             return self.staging
         if self.format == "ome-zarr":
             return self.output / "0"
         return self.output
 
+    def _kvstore(self, level: int | None = None) -> dict:
+        """The kvstore of the written array (``level``: an OME-Zarr pyramid level)."""
+        if level is None and self.format == "ome-zarr":
+            level = 0
+        if self.target is not None:
+            return self.target.kvstore(None if level is None else str(level))
+        assert self.output is not None
+        if self.staged:
+            return _file_kv(self.staging)
+        return _file_kv(self.output if level is None else self.output / str(level))
+
     def _spec(self) -> dict:
         if self.format in ("ome-zarr", "hdf5", "tiff"):
-            return _zarr_spec(self._array_path, self.layout)
-        return _xyzc_spec("n5" if self.format == "n5" else "precomputed", self.output,
+            return _zarr_spec(self._kvstore(), self.layout)
+        return _xyzc_spec("n5" if self.format == "n5" else "precomputed", self._kvstore(),
                           self.layout)
+
+    def _exists(self) -> bool:
+        if self.target is not None:
+            return self.target.has_data("0" if self.format == "ome-zarr" else None)
+        return self._array_path.exists() and any(self._array_path.iterdir())
 
     def create(self) -> None:
         """Make the (empty) output, or keep it if a previous run of this job made it."""
-        if self._array_path.exists() and any(self._array_path.iterdir()):
+        if self._exists():
             self._open()  # resuming: the store must still match
             return
         if self.format == "ome-zarr":
-            self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        spec = dict(self._spec(), create=True, delete_existing=False)
-        self._store = ts.open(spec).result()
+            group = json.dumps({"zarr_format": 2})
+            if self.target is not None:
+                self.target.write_bytes(".zgroup", group.encode())
+            else:
+                assert self.output is not None
+                self.output.mkdir(parents=True, exist_ok=True)
+                (self.output / ".zgroup").write_text(group)
+        if self.target is not None:
+            self.target.create(self._spec())
+        else:
+            self._store = ts.open(dict(self._spec(), create=True, delete_existing=False)).result()
         if self.format == "n5":
             self._add_n5_attributes()
 
     def _add_n5_attributes(self) -> None:
-        path = self.output / "attributes.json"
-        attributes = json.loads(path.read_text())
+        if self.target is not None:
+            attributes = json.loads(self.target.read_bytes("attributes.json") or b"{}")
+        else:
+            assert self.output is not None
+            attributes = json.loads((self.output / "attributes.json").read_text())
         vz, vy, vx = self.layout.voxel_size
         attributes["axes"] = ["x", "y", "z", "c"]
         attributes["pixelResolution"] = {"dimensions": [vx, vy, vz, 1.0], "unit": "nm"}
-        path.write_text(json.dumps(attributes))
+        self._put_json("attributes.json", attributes)
+
+    def _put_json(self, name: str, value: dict) -> None:
+        text = json.dumps(value, indent=2)
+        if self.target is not None:
+            self.target.write_bytes(name, text.encode())
+        else:
+            assert self.output is not None
+            path = self.output / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
 
     def _open(self) -> ts.TensorStore:
         if self._store is None:
@@ -266,26 +379,30 @@ class OutputStore:
                 self._store = ts.open(self._spec()).result()
             except ValueError as exc:
                 raise InvalidRequestError(
-                    f"{self.output}: existing output does not match this job: {exc}"
+                    f"{self.output or self.target.location}: existing output does not "
+                    f"match this job: {exc}"
                 ) from None
         return self._store
 
-    def write(self, box: Box, data: np.ndarray) -> None:
-        """Write ``data`` (c, z, y, x) at ``box`` (output coordinates)."""
-        store = self._open()
+    def _index(self, box: Box) -> tuple:
         if self.format in ("n5", "precomputed"):
             (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
-            store[x0:x1, y0:y1, z0:z1, :].write(np.transpose(data, (3, 2, 1, 0))).result()
-        else:
-            store[(slice(None), *box.slices)].write(data).result()
+            return (slice(x0, x1), slice(y0, y1), slice(z0, z1), slice(None))
+        return (slice(None), *box.slices)
+
+    def _stored(self, data: np.ndarray) -> np.ndarray:
+        return np.transpose(data, (3, 2, 1, 0)) if self.format in ("n5", "precomputed") else data
+
+    def write(self, box: Box, data: np.ndarray) -> None:
+        """Write ``data`` (c, z, y, x) at ``box`` (output coordinates, whole chunks)."""
+        if self.target is not None:
+            self.target.write(self._spec(), self._index(box), self._stored(data))
+            return
+        self._open()[self._index(box)].write(self._stored(data)).result()
 
     def read(self, box: Box) -> np.ndarray:
         """Read back (c, z, y, x) of ``box`` (as written)."""
-        store = self._open()
-        if self.format in ("n5", "precomputed"):
-            (z0, y0, x0), (z1, y1, x1) = box.start, box.stop
-            return np.transpose(store[x0:x1, y0:y1, z0:z1, :].read().result(), (3, 2, 1, 0))
-        return store[(slice(None), *box.slices)].read().result()
+        return self._stored(self._open()[self._index(box)].read().result())
 
     # -- finalising ------------------------------------------------------------------------
 
@@ -315,8 +432,11 @@ class OutputStore:
         previous = self._open()
         for level, factors in enumerate(factors_list, start=1):
             new_shape = tuple(-(-s // f) for s, f in zip(shape, factors, strict=True))
-            spec = dict(_zarr_spec(self.output / str(level), layout, new_shape),
-                        create=True, delete_existing=True)
+            spec = _zarr_spec(self._kvstore(level), layout, new_shape)
+            if self.target is not None:
+                self.target.create(spec)
+            else:
+                ts.open(dict(spec, create=True, delete_existing=True)).result()
             current = ts.open(spec).result()
             # Blocks of whole output chunks, read from the finer level with its factors.
             step = [c * 2 for c in layout.chunk_shape]
@@ -325,7 +445,11 @@ class OutputStore:
                            [min(b * f, s) for b, f, s in zip(box.stop, factors, shape,
                                                               strict=True)])
                 data = previous[(slice(None), *fine.slices)].read().result()
-                current[(slice(None), *box.slices)].write(downsample(data, factors)).result()
+                index, coarse = (slice(None), *box.slices), downsample(data, factors)
+                if self.target is not None:
+                    self.target.write(spec, index, coarse)
+                else:
+                    current[index].write(coarse).result()
             scales.append([v * f for v, f in zip(scales[-1], factors, strict=True)])
             previous, shape = current, new_shape
             shapes.append(new_shape)
@@ -338,34 +462,46 @@ class OutputStore:
                 classes_for_values(layout.channel_values, layout.classes), maximum=maximum)
         if labelled:
             self._write_label_image(layout.label_image_name, scales, shapes, kind)
-        (self.output / ".zattrs").write_text(json.dumps(attributes, indent=2))
+        self._put_json(".zattrs", attributes)
+
+    def _sub_kvstore(self, sub: str) -> dict:
+        """The kvstore of ``sub`` (a path inside the output folder)."""
+        if self.target is not None:
+            return self.target.kvstore(sub)
+        assert self.output is not None
+        return _file_kv(self.output / sub)
 
     def _write_label_image(self, name: str, scales: list, shapes: list, kind: str) -> None:
         """Every level again, without the channel axis, as ``labels/<name>/``."""
         layout = self.layout
-        root = self.output / "labels"
-        group = root / name
-        group.mkdir(parents=True, exist_ok=True)
-        for folder in (root, group):
-            (folder / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        (root / ".zattrs").write_text(json.dumps({"labels": [name]}, indent=2))
+        prefix = f"labels/{name}"
+        for folder in ("labels", prefix):
+            self._put_json(f"{folder}/.zgroup", {"zarr_format": 2})
+        self._put_json("labels/.zattrs", {"labels": [name]})
+        depth = layout.chunk_shape[0]
         for level, level_shape in enumerate(shapes):
-            source = ts.open(_zarr_spec(self.output / str(level), layout, level_shape)).result()
+            source = ts.open(_zarr_spec(self._kvstore(level), layout, level_shape)).result()
             spatial = tuple(source.shape[1:])
-            spec = _zarr_spec(group / str(level), layout, spatial)
+            spec = _zarr_spec(self._sub_kvstore(f"{prefix}/{level}"), layout, spatial)
             spec["metadata"]["shape"] = spec["metadata"]["shape"][1:]
             spec["metadata"]["chunks"] = spec["metadata"]["chunks"][1:]
-            target = ts.open(dict(spec, create=True, delete_existing=True)).result()
-            depth = layout.chunk_shape[0]
+            if self.target is not None:
+                self.target.create(spec)
+            else:
+                target = ts.open(dict(spec, create=True, delete_existing=True)).result()
             for z0 in range(0, spatial[0], depth):
                 slab = source[0, z0 : z0 + depth].read().result()
-                target[z0 : z0 + depth].write(slab).result()
+                if self.target is not None:
+                    self.target.write(spec, (slice(z0, z0 + depth),), slab)
+                else:
+                    target[z0 : z0 + depth].write(slab).result()
         values = sorted({c.value for c in layout.classes})
         attributes = {"multiscales": multiscales(name, scales, channel=False, kind=kind),
                       "image-label": image_label(classes_for_values(values, layout.classes))}
-        (group / ".zattrs").write_text(json.dumps(attributes, indent=2))
+        self._put_json(f"{prefix}/.zattrs", attributes)
 
     def _convert_hdf5(self) -> None:
+        assert self.output is not None
         staged = self._open()
         tmp = _partial_file(self.output)
         try:
@@ -394,6 +530,7 @@ class OutputStore:
             dataset.attrs["element_size_um"] = [v / 1000.0 for v in layout.voxel_size]
 
     def _convert_tiff(self) -> None:
+        assert self.output is not None
         layout = self.layout
         staged = self._open()
 

@@ -168,6 +168,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow-local-urls", action="store_true",
                        help="let data URLs of new projects reach loopback and link-local "
                             "addresses (refused by default: server-side request forgery)")
+    serve.add_argument("--engines", type=Path, default=None, metavar="FILE",
+                       help="JSON file of named batch engines jobs may use, e.g. "
+                            '{"hpc": {"kind": "slurm-rest", "rest_url": ..., "rest_user": ...}}')
     serve.set_defaults(func=run_serve)
 
 
@@ -314,8 +317,10 @@ async def _serve(
     sys.stdout.flush()
     if not args.no_browser:
         webbrowser.open(url)
+    from ilastik_web.server.lifecycle import wait_for_stop
+
     try:
-        await asyncio.Event().wait()
+        await wait_for_stop()  # SIGTERM (systemd) or Ctrl-C
     finally:
         await runner.cleanup()
 
@@ -338,6 +343,15 @@ def run_serve(args: argparse.Namespace) -> int:
     except (IlastikWebError, OSError, ValueError) as exc:
         resources.close()
         raise CommandError(str(exc) or type(exc).__name__) from None
+    from hpc.engine_config import parse_engine
+    from hpc.job import load_engines
+
+    try:
+        # One registry of named engines: a JSON file and NAME=KIND,... options (these win).
+        engines = {**(load_engines(args.engines) if args.engines else {}),
+                   **dict(parse_engine(text) for text in args.engine)}
+    except IlastikWebError as exc:
+        raise CommandError(str(exc)) from None
     config = ServerConfig(
         host=args.host,
         port=args.port,
@@ -349,7 +363,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
         accounts_path=default_data_dir() / "accounts.json",
-        engines=tuple(args.engine),
+        engines=engines,
         oidc_issuer=args.oidc_issuer,
         oidc_client_id=args.oidc_client_id,
         oidc_client_secret=args.oidc_client_secret or os.environ.get("ILASTIK_WEB_OIDC_SECRET"),
@@ -358,12 +372,6 @@ def run_serve(args: argparse.Namespace) -> int:
         url_hosts=tuple(args.allow_url_host),
         allow_local_urls=args.allow_local_urls,
     )
-    from hpc.engine_config import EngineRegistry
-
-    try:
-        EngineRegistry.parse(config.engines)
-    except IlastikWebError as exc:
-        raise CommandError(str(exc)) from None
     try:
         asyncio.run(_serve(args, config, layers, projects, resources))
     except KeyboardInterrupt:

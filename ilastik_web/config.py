@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,8 +45,9 @@ class ServerConfig:
         Per-person request rate, stroke size and SAM share
         (:class:`ilastik_web.server.limits.UserLimits`; None: its defaults).
     engines
-        Batch engines offered to requests by name, each ``NAME=KIND[,KEY=VALUE...]``
-        (see :mod:`hpc.engine_config`); ``local`` is always offered.
+        Batch engines offered to requests by name (name -> :class:`hpc.job.EngineSpec`;
+        from ``--engine`` and ``--engines``, see :mod:`hpc.engine_config`); ``local`` is
+        always offered.
     oidc_issuer, oidc_client_id, oidc_client_secret
         OpenID Connect sign-in: the provider's issuer URL and this server's registration
         (None: no sign-in; share links and the token still work).
@@ -71,7 +73,7 @@ class ServerConfig:
     sam_cache_dir: Path | None = None
     accounts_path: Path | None = None
     user_limits: object | None = None
-    engines: tuple[str, ...] = ()
+    engines: Mapping[str, object] = field(default_factory=dict)
     oidc_issuer: str | None = None
     oidc_client_id: str | None = None
     oidc_client_secret: str | None = field(default=None, repr=False)

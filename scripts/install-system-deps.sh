@@ -10,6 +10,11 @@ set -euo pipefail
 packages=(python3-venv chromium python3-vigra nginx munge slurmctld slurmd slurm-client
           slurmrestd slurm-wlm-jwt-plugin swift swift-proxy swift-object swift-container
           swift-account cloud-init)
+# ILASTIK_WEB_DEPS=runtime: only what a deployed server needs (openstack/ cloud-init uses
+# it), without the daemons the tests start.
+if [ "${ILASTIK_WEB_DEPS:-all}" = runtime ]; then
+  packages=(python3-venv git nginx ssl-cert)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

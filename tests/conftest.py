@@ -161,3 +161,33 @@ def tensorstore_n5(tmp_path):
     coarse = data[:, ::2, ::2]
     write_tensorstore_n5(container / "raw" / "s1", coarse)
     return container, data, coarse
+
+
+@pytest.fixture(scope="session")
+def swift():
+    """A single-node Swift on loopback (see ``swift_server``), with the S3 settings in
+    the environment for the session: endpoint, region and the tempauth user's keys."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import swift_server
+
+    reason = swift_server.unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = swift_server.start(Path(tempfile.mkdtemp(prefix="ilastik-web-swift-")))
+    settings = {"ILASTIK_WEB_S3_ENDPOINT": server.endpoint, "AWS_REGION": "us-east-1",
+                "AWS_ACCESS_KEY_ID": server.access_key,
+                "AWS_SECRET_ACCESS_KEY": server.secret_key}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        yield server
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        server.stop()

@@ -8,6 +8,7 @@ from aiohttp import web
 
 import ilastik_web
 from ilastik_web.server.context import ServerContext
+from ilastik_web.server.health import Readiness
 from ilastik_web.server.layers import ServedLayer, StaticLayer
 from ilastik_web.server.openapi import openapi_document
 from ilastik_web.server.routing import Param, Route
@@ -62,9 +63,12 @@ def describe_layer(layer: ServedLayer, base: str) -> dict[str, Any]:
 def api_routes(ctx: ServerContext) -> list[Route]:
     """Health, source and layer listings, and the API document."""
 
+    readiness = Readiness(ctx.config)
+
     async def health(request: web.Request) -> web.Response:
         return web.json_response(
-            {"status": "ok", "version": ilastik_web.__version__, "layers": len(ctx.registry)}
+            {"status": "ok", "version": ilastik_web.__version__, "layers": len(ctx.registry),
+             **await readiness.report()}
         )
 
     async def list_sources(request: web.Request) -> web.Response:
@@ -102,7 +106,9 @@ def api_routes(ctx: ServerContext) -> list[Route]:
               responses={302: "Redirect to the default viewer"}, content_type="text/html",
               tags=("viewer",)),
         Route("GET", "/api/health", health, name="health", role="public",
-              summary="Liveness check (no authentication)", tags=tags),
+              summary="Liveness (status ok) and readiness: ready or degraded, with a check "
+                      "per storage root, Slurm engine and SAM model (no authentication)",
+              tags=tags),
         Route("GET", "/api/sources", list_sources, name="list_sources",
               summary="Opened sources: id, shape, dtype, channels, voxel size, levels, "
                       "precomputed URL", tags=tags),

@@ -121,7 +121,7 @@ def create_app(
     table.extend(project_routes(ctx.projects, resources.interactive, ctx.access))
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
                             allowed_roots=config.allowed_roots or None,
-                            resources=resources, engines=EngineRegistry.parse(config.engines)))
+                            resources=resources, engines=EngineRegistry(config.engines)))
     table.extend(export_routes(ctx.projects, resources.interactive,
                                allowed_roots=config.allowed_roots or None))
     sam = SamService(SamSettings(

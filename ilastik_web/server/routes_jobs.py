@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,9 +24,10 @@ from hpc.job import FORMATS, EngineSpec
 from hpc.local_process import ProcessLauncher
 from hpc.plan import parse_roi
 from hpc.service import JobService
+from hpc.writers import is_object_output
 from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import OUTPUTS
-from ilastik_web.errors import InvalidRequestError
+from ilastik_web.errors import ForbiddenError, InvalidRequestError
 from ilastik_web.resources import EXPORT_NICE, Resources
 from ilastik_web.server.project_layers import export_display
 from ilastik_web.server.projects import ProjectHub, ServedProject
@@ -85,6 +86,21 @@ def _engine_of(body: dict[str, Any], engines: EngineRegistry) -> EngineSpec:
     return engines.get(name)
 
 
+def _check_object_allowed(output: str, allowed_roots: Sequence[Path] | None) -> None:
+    """``s3://`` outputs: allowed under an ``--allow-root s3://bucket/prefix`` (or when no
+    roots are set)."""
+    if allowed_roots is None:
+        return
+    folder = output.strip().rstrip("/")
+    for root in allowed_roots:
+        text = str(root)
+        if text.startswith("s3:/") and not text.startswith("s3://"):
+            text = "s3://" + text[len("s3:/"):]  # Path() folds the double slash
+        if text.startswith("s3://") and (folder + "/").startswith(text.rstrip("/") + "/"):
+            return
+    raise ForbiddenError(f"{folder}: outside the allowed data folders")
+
+
 def submit_request(served: ServedProject, service: JobService, body: Any,
                    allowed_roots: Sequence[Path] | None,
                    engines: EngineRegistry | None = None):
@@ -113,6 +129,8 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
                            f"{_SUFFIX[fmt]}"
     elif not isinstance(output, str) or not output.strip():
         raise InvalidRequestError("output must be a path")
+    if is_object_output(output):
+        _check_object_allowed(output, allowed_roots)
     else:
         # The output itself is resolved (a symlink to outside the roots is refused), then
         # reserved atomically by the service.
@@ -132,7 +150,7 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
                allowed_roots: Sequence[Path] | None = None,
                resources: Resources | None = None,
-               engines: EngineRegistry | None = None) -> list[Route]:
+               engines: EngineRegistry | Mapping[str, EngineSpec] | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -150,12 +168,14 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
         ``resources.export_threads`` threads (their CPU share) instead of in a thread of
         the server.
     engines
-        The engines requests may name (from the server's configuration; default: local).
+        The engines requests may name, from the server's configuration (``--engine``,
+        ``--engines``); ``local`` is always offered.
     """
     launcher = (ProcessLauncher(resources.export_threads, EXPORT_NICE)
                 if resources is not None else None)
     services = JobServices(hub, launcher)
-    engines = engines or EngineRegistry()
+    if not isinstance(engines, EngineRegistry):
+        engines = EngineRegistry(engines)
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)

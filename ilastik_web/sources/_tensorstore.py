@@ -59,7 +59,7 @@ def stored_chunks(store: ts.TensorStore) -> tuple[int, ...] | None:
 def _is_http(store: ts.TensorStore) -> bool:
     try:
         return store.kvstore is not None and store.kvstore.url.startswith(("http://", "https://"))
-    except (AttributeError, ValueError):
+    except (AttributeError, ValueError, NotImplementedError):  # e.g. s3 with an endpoint
         return False
 
 

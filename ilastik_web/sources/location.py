@@ -1,4 +1,5 @@
-"""Where a source lives: a local path or an http(s) URL, and reading its small files.
+"""Where a source lives: a local path, an http(s) URL or an ``s3://`` object-store
+folder (:mod:`ilastik_web.sources.s3`), and reading its small files.
 
 Metadata files (``.zattrs``, ``zarr.json``, ``info``, ``attributes.json``) are read
 through a tensorstore key-value store, so local folders and HTTP servers are handled the
@@ -17,6 +18,7 @@ from typing import Any
 import tensorstore as ts
 
 from ilastik_web.errors import ForbiddenError, InvalidRequestError, SourceError
+from ilastik_web.sources import s3
 from ilastik_web.sources._common import short_reason
 
 _PREFIXES = ("precomputed://", "zarr://", "zarr2://", "zarr3://", "n5://")
@@ -24,18 +26,24 @@ _PREFIXES = ("precomputed://", "zarr://", "zarr2://", "zarr3://", "n5://")
 
 @dataclass(frozen=True)
 class Location:
-    """A parsed location: ``url`` for http(s), else ``path`` (absolute, not resolved)."""
+    """A parsed location: ``url`` for http(s), ``bucket`` and ``key`` (folder) for
+    ``s3://``, else ``path`` (absolute, not resolved)."""
 
     text: str
     url: str | None = None
     path: Path | None = None
+    bucket: str | None = None
+    key: str = ""
 
     @property
     def is_remote(self) -> bool:
-        return self.url is not None
+        return self.url is not None or self.bucket is not None
 
     def child(self, name: str) -> Location:
         """A location inside this one (a folder entry or URL path component)."""
+        if self.bucket is not None:
+            key = f"{self.key}/{name}" if self.key else name
+            return Location(f"{s3.SCHEME}{self.bucket}/{key}", bucket=self.bucket, key=key)
         if self.url is not None:
             url = self.url.rstrip("/") + "/" + name
             return Location(url, url=url)
@@ -44,6 +52,8 @@ class Location:
 
     def kvstore_spec(self) -> dict[str, Any]:
         """A tensorstore kvstore spec whose root is this location (a folder)."""
+        if self.bucket is not None:
+            return s3.kvstore_spec(self.bucket, self.key)
         if self.url is not None:
             return {"driver": "http", "base_url": self.url.rstrip("/") + "/"}
         return {"driver": "file", "path": str(self.path) + "/"}
@@ -53,13 +63,17 @@ class Location:
 
 
 def parse_location(text: str) -> Location:
-    """Parse ``text`` (a path, ``file://`` URL or http(s) URL; a ``precomputed://``-style
-    driver prefix is accepted and ignored)."""
+    """Parse ``text`` (a path, ``file://`` URL, http(s) URL or ``s3://bucket/path``; a
+    ``precomputed://``-style driver prefix is accepted and ignored)."""
     raw = check_path_text(text).strip()
     for prefix in _PREFIXES:
         if raw.startswith(prefix):
             raw = raw[len(prefix):]
             break
+    if s3.is_s3(raw):
+        bucket, key = s3.split_s3(raw)
+        shown = f"{s3.SCHEME}{bucket}/{key}" if key else f"{s3.SCHEME}{bucket}"
+        return Location(shown, bucket=bucket, key=key)
     if raw.startswith(("http://", "https://")):
         return Location(raw.rstrip("/"), url=raw.rstrip("/"))
     if raw.startswith("file://"):
