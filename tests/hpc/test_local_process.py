@@ -1,0 +1,58 @@
+"""Exports a server starts run in a worker process of their own, at a lower OS priority,
+and give the same output as the viewer."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from conftest import served
+
+from hpc.job import CANCELLED, DONE, EngineSpec
+from hpc.local_process import ProcessLauncher
+from hpc.service import JobService
+from ilastik_web.abc import Box
+
+
+def test_export_runs_in_a_niced_process_and_equals_the_viewer(trained_project, tmp_path):
+    launcher = ProcessLauncher(threads=1, nice=2)
+    service = JobService(tmp_path / "jobs", launcher=launcher)
+    job = service.submit_from_project(trained_project, output=tmp_path / "seg.ome.zarr",
+                                      format="ome-zarr", export="segmentation",
+                                      engine=EngineSpec(), background=True)
+    pid = job.record()["handles"]["owner_pid"]
+    assert pid != os.getpid()
+    # Set before the child's exec (Popen returns after it): readable while it runs or
+    # waits to be reaped.
+    assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 2
+    summary = service.wait(job.id, timeout=600)
+    assert summary["state"] == DONE, job.logs()
+    deadline = time.monotonic() + 120  # the process exits after recording DONE
+    while launcher.running(job.id):
+        assert time.monotonic() < deadline, "the job's process did not exit"
+        time.sleep(0.05)
+    assert launcher.running(job.id) is None  # reaped and forgotten
+    np.testing.assert_array_equal(
+        service.output_source(job.id).base.read(Box.from_shape(trained_project.source.base.shape)),
+        served(trained_project, "segmentation"))
+
+
+def test_cancelled_process_job_ends_cancelled_and_resumes(trained_project, tmp_path):
+    launcher = ProcessLauncher(threads=1, nice=1)
+    service = JobService(tmp_path / "jobs", launcher=launcher)
+    generation = trained_project.current_generation()
+    job = service.create(classifier=generation.classifier, computer=generation.computer,
+                         source=trained_project.source_location, output=tmp_path / "p.zarr",
+                         format="ome-zarr", export="probabilities",
+                         chunk_shape=(8, 32, 32), block_shape=(8, 32, 32))
+    service.start(job, background=True)
+    # Asked while the process is still starting (imports take seconds): it stops at its
+    # first check, between blocks.
+    service.cancel(job.id)
+    summary = service.wait(job.id, timeout=600)
+    assert summary["state"] == CANCELLED, job.logs()
+    assert summary["blocks_done"] < summary["blocks_total"]
+    service.resume(job.id)
+    assert service.wait(job.id, timeout=600)["state"] == DONE, job.logs()
+    launcher.close()
