@@ -18,6 +18,7 @@ from ilastik_web.server.auth import auth_middleware, policy_for_token
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
+from ilastik_web.server.metrics import RequestMetrics, metrics_middleware, metrics_routes
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_precomputed import precomputed_routes
@@ -136,8 +137,12 @@ def create_app(
     table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
                             instances_dir=config.sam_cache_dir))
 
+    request_metrics = RequestMetrics()
+    table.extend(metrics_routes(ctx, request_metrics))
+
     app = web.Application(
-        middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],
+        middlewares=[metrics_middleware(request_metrics, table), cors_middleware,
+                     error_middleware, auth_middleware(ctx.policy, table)],
         client_max_size=MAX_REQUEST_BYTES,
     )
     app[CONTEXT_KEY] = ctx
