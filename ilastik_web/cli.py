@@ -168,6 +168,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--allow-local-urls", action="store_true",
                        help="let data URLs of new projects reach loopback and link-local "
                             "addresses (refused by default: server-side request forgery)")
+    serve.add_argument("--log-format", choices=["text", "json"], default="text",
+                       help="log lines as text, or one JSON object per line (for log "
+                            "pipelines)")
     serve.add_argument("--engines", type=Path, default=None, metavar="FILE",
                        help="JSON file of named batch engines jobs may use, e.g. "
                             '{"hpc": {"kind": "slurm-rest", "rest_url": ..., "rest_user": ...}}')
@@ -297,11 +300,14 @@ async def _serve(
     resources: Resources,
 ) -> None:
     from ilastik_web.server.app import create_app, serve
+    from ilastik_web.server.lifecycle import StopSignals
 
     app = create_app(config, layers=layers, projects=projects, resources=resources)
+    stop = StopSignals()
     try:
         runner = await serve(app, config.host, config.port)
     except OSError as exc:
+        stop.close()
         reason = "port in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
     port = config.port
@@ -317,10 +323,8 @@ async def _serve(
     sys.stdout.flush()
     if not args.no_browser:
         webbrowser.open(url)
-    from ilastik_web.server.lifecycle import wait_for_stop
-
     try:
-        await wait_for_stop()  # SIGTERM (systemd) or Ctrl-C
+        await stop.wait()  # SIGTERM (systemd) or Ctrl-C
     finally:
         await runner.cleanup()
 
@@ -386,6 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(args, "log_level", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if getattr(args, "log_format", "text") == "json":
+        from ilastik_web.server.logformat import use_json_logs
+
+        use_json_logs()
     try:
         return args.func(args)
     except CommandError as exc:

@@ -3,13 +3,13 @@
 # browser tests, vigra (the reference for filter tests and benchmarks, Debian's python3
 # only), nginx (the static-file peer in benchmarks/serve.py) and munge + Slurm (the
 # batch-engine tests start a one-node cluster), slurmrestd + the JWT plugin (the slurm-rest
-# engine's tests), Swift (object-storage tests start a single-node one) and cloud-init
+# engine's tests), Swift + memcached (object-storage tests start a single-node one) and cloud-init
 # (validates the openstack/ user-data). Installs only what is
 # missing, so a prepared machine needs no network.
 set -euo pipefail
 packages=(python3-venv chromium python3-vigra nginx munge slurmctld slurmd slurm-client
           slurmrestd slurm-wlm-jwt-plugin swift swift-proxy swift-object swift-container
-          swift-account cloud-init)
+          swift-account memcached cloud-init)
 # ILASTIK_WEB_DEPS=runtime: only what a deployed server needs (openstack/ cloud-init uses
 # it), without the daemons the tests start.
 if [ "${ILASTIK_WEB_DEPS:-all}" = runtime ]; then

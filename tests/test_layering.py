@@ -47,6 +47,8 @@ LAYERS = {
     "ilastik_web.server": WEB,
     "ilastik_web.server.lifecycle": WEB,
     "ilastik_web.server.health": WEB,
+    "ilastik_web.server.metrics": WEB,
+    "ilastik_web.server.logformat": WEB,
     "ilastik_web.cli": WEB,
     "ilastik_web.__main__": WEB,
     "neuroglancer_ext": WEB,

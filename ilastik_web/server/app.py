@@ -18,6 +18,7 @@ from ilastik_web.server.auth import auth_middleware, build_access
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
+from ilastik_web.server.metrics import RequestMetrics, metrics_middleware, metrics_routes
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_exports import export_routes
@@ -132,8 +133,12 @@ def create_app(
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
                             instances_dir=config.sam_cache_dir, access=ctx.access))
 
+    request_metrics = RequestMetrics()
+    table.extend(metrics_routes(ctx, request_metrics))
+
     app = web.Application(
-        middlewares=[cors_middleware(table), error_middleware,
+        middlewares=[metrics_middleware(request_metrics, table), cors_middleware(table),
+                     error_middleware,
                      safety_middleware(table, loopback_only=ctx.access.open),
                      auth_middleware(ctx.access, table)],
         client_max_size=MAX_REQUEST_BYTES,

@@ -2,7 +2,7 @@
 
 systemd stops a service with SIGTERM; Python's default for it is to die on the spot,
 skipping the app's cleanup (closing projects, which flushes and closes their label logs,
-stopping SAM and job threads). :func:`wait_for_stop` turns both signals into a normal
+stopping SAM and job threads). :class:`StopSignals` turns both signals into a normal
 return, so the caller's ``finally`` runs the cleanup.
 """
 
@@ -17,26 +17,34 @@ log = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-async def wait_for_stop() -> int:
-    """Return the number of the first stop signal received (SIGTERM or SIGINT)."""
-    loop = asyncio.get_running_loop()
-    received: asyncio.Future[int] = loop.create_future()
+class StopSignals:
+    """SIGTERM/SIGINT handlers installed now (before the server announces itself, so an
+    early stop is not lost); ``await stop.wait()`` returns the signal's number."""
 
-    def stop(signum: int) -> None:
-        if not received.done():
-            received.set_result(signum)
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._received: asyncio.Future[int] = self._loop.create_future()
+        self._installed = []
+        for signum in STOP_SIGNALS:
+            try:
+                self._loop.add_signal_handler(signum, self._stop, signum)
+                self._installed.append(signum)
+            except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
+                pass
 
-    installed = []
-    for signum in STOP_SIGNALS:
+    def _stop(self, signum: int) -> None:
+        if not self._received.done():
+            self._received.set_result(signum)
+
+    async def wait(self) -> int:
         try:
-            loop.add_signal_handler(signum, stop, signum)
-            installed.append(signum)
-        except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
-            pass
-    try:
-        signum = await received
-    finally:
-        for signum_installed in installed:
-            loop.remove_signal_handler(signum_installed)
-    log.info("%s: shutting down", signal.Signals(signum).name)
-    return signum
+            signum = await self._received
+        finally:
+            self.close()
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        return signum
+
+    def close(self) -> None:
+        for signum in self._installed:
+            self._loop.remove_signal_handler(signum)
+        self._installed = []

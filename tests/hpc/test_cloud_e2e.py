@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorstore as ts
-from conftest import served, slurm_engine
+from conftest import paint_and_train, served, slurm_engine, write_zarr
 
 from hpc.job import DONE
 from hpc.service import JobService
@@ -107,9 +107,17 @@ async def _route_submissions(project, engine, tmp_path):
     return job
 
 
-def test_server_routes_submit_over_slurmrestd_to_swift(swift, slurmrestd, trained_project,
-                                                        tmp_path):
+def test_server_routes_submit_over_slurmrestd_to_swift(swift, slurmrestd, blobs, tmp_path):
     import asyncio
+
+    from ilastik_web.project import Project
+
+    # A project of its own: the route writes job records into the project folder.
+    image, truth = blobs
+    trained_project = Project.create(tmp_path / "project",
+                                     write_zarr(tmp_path / "raw.zarr", image),
+                                     classes=["background", "blob"])
+    paint_and_train(trained_project, truth)
 
     swift.create_container("lab-results")
     env_file = tmp_path / "worker.env"

@@ -23,7 +23,8 @@ EXPECTED = {
     "favicon": "public", "health": "public", "login": "public", "login_callback": "public",
     "root": "user", "openapi": "user", "me": "user", "logout": "user", "start_page": "user",
     "create_project": "account",
-    "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer", "notices": "viewer",
+    "list_sources": "viewer", "get_source": "viewer", "list_layers": "viewer",
+    "notices": "viewer", "metrics": "admin",
     "list_engines": "viewer", "export_ilp": "viewer", "export_labels": "owner",
     "precomputed_info": "viewer", "precomputed_chunk": "viewer",
     "viewer_redirect": "viewer", "viewer_index": "viewer", "viewer_file": "viewer",
@@ -104,11 +105,13 @@ async def test_every_route_for_every_role(world):
                 assert status not in (401, 403), where
             elif who == "nobody":
                 assert status == 401, where
-            elif needed == "account" or (needed != "user"
-                                         and role_rank(who) < role_rank(needed)):
+            elif needed in ("account", "admin") or (needed != "user"
+                                                    and role_rank(who) < role_rank(needed)):
                 # (share-link holders have no account)
                 assert status == 403, where
-                assert f"needs the {needed} role" in text, where
+                expected = ("server's operator" if needed == "admin"
+                            else f"needs the {needed} role")
+                assert expected in text, where
             else:
                 assert status != 401 and "needs the" not in text, (where, status, text)
             checked += 1
