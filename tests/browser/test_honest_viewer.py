@@ -3,61 +3,11 @@ a notice; a missing voxel size is a visible warning; two channels show in two co
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 from paint_helpers import PANEL, drag, screen_points, wait_for, xy_panel_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path):
-        self.process, self.url, self.log = process, url, log
-        self.base = url.split("/v/")[0]
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-
-@pytest.fixture
-def serve(tmp_path) -> Iterator:
-    """``serve(*paths_and_options)`` starts ``ilastik-web serve`` and returns a Served."""
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str, project: bool = False) -> Served:
-        port = _free_port()
-        log = tmp_path / f"server-{port}.log"
-        with open(log, "w") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ilastik_web", "serve", *args, "--port", str(port),
-                 "--no-browser", *([] if project else ["--no-project"]),
-                 "--project", str(tmp_path / f"project-{port}"), "--log-level", "WARNING"],
-                stdout=subprocess.PIPE, stderr=err, text=True,
-                env={**os.environ, "ILASTIK_WEB_DATA": str(tmp_path / "data")},
-            )
-        started.append(process)
-        url = process.stdout.readline().strip()
-        if not url:
-            pytest.fail(f"server exited with {process.wait(10)}: {log.read_text()[-2000:]}")
-        return Served(process, url, log)
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(10)
 
 
 def _page(browser):

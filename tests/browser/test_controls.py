@@ -1,0 +1,188 @@
+"""Controls that do what they say: the paint-mode badge, wheel and help agree, the brush
+circle sits where paint lands, shortcuts with a focused panel control, the brush kept
+across reload, layer checkboxes following Neuroglancer, SAM's message in sight, readable
+feature importances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from paint_helpers import PANEL, api, label_slice, wait_for, xy_panel_box
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SCALE = 0.25  # voxels per screen pixel: 4 pixels per voxel
+
+
+@pytest.fixture
+def project_server(serve, tmp_path):
+    rng = np.random.default_rng(2)
+    tifffile.imwrite(tmp_path / "blobs.tif", rng.integers(0, 255, (8, 96, 96), np.uint8))
+    served = serve(str(tmp_path / "blobs.tif"), "--voxel-size", "40,8,8", project=True)
+    served.project = api(served.base, "/api/projects")["projects"][0]["id"]
+    return served
+
+
+def _open(browser, served, height=900):
+    page = browser.new_page(viewport={"width": 1200, "height": height})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(served.url)
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.viewReady",
+                           timeout=60_000)
+    page.wait_for_selector(PANEL)
+    return page, errors
+
+
+def _xy_layout(page):
+    page.evaluate(f"""(() => {{
+      viewer.state.children.get("layout").restoreState("xy");
+      viewer.state.children.get("crossSectionScale").restoreState({SCALE});
+    }})()""")
+    page.wait_for_timeout(300)  # a layout change re-creates the panels: let them settle
+
+
+def _camera(page):
+    return page.evaluate("""(() => { const s = viewer.state.toJSON();
+      return {z: s.position[2], scale: s.crossSectionScale}; })()""")
+
+
+def test_paint_badge_wheel_help_and_persistence(project_server, browser):
+    page, errors = _open(browser, project_server)
+    _xy_layout(page)
+    badge = page.locator("#iw-mode-badge")
+    assert not badge.is_visible()
+    page.keyboard.press("p")
+    assert badge.is_visible() and "PAINTING" in badge.inner_text()
+    page.keyboard.press("e")
+    assert "ERASING" in badge.inner_text()
+    page.keyboard.press("e")
+
+    # the wheel follows Neuroglancer's conventions in paint mode too, as the help says
+    box = xy_panel_box(page)
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    before = _camera(page)
+    page.mouse.wheel(0, 100)
+    wait_for(lambda: _camera(page)["z"] != before["z"], 10, "the wheel to change slice")
+    assert _camera(page)["scale"] == pytest.approx(before["scale"])
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, 100)
+    page.keyboard.up("Control")
+    wait_for(lambda: _camera(page)["scale"] != before["scale"], 10, "Ctrl+wheel to zoom")
+    page.keyboard.press("?")
+    help_text = page.inner_text("#iw-help")
+    assert "next / previous slice" in help_text and "Ctrl+wheel" in help_text
+    assert "wheel zooms" not in help_text
+    page.keyboard.press("Escape")
+
+    # a second P turns paint mode off, visibly
+    page.keyboard.press("p")
+    assert not badge.is_visible()
+    page.keyboard.press("p")
+    for _ in range(3):
+        page.keyboard.press("BracketRight")
+    radius = page.evaluate("ilastikWeb.brush.radius")
+    page.reload()
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready", timeout=60_000)
+    assert page.evaluate("ilastikWeb.brush.radius") == radius
+    assert page.evaluate("ilastikWeb.brush.paintMode") is True
+    assert page.locator("#iw-mode-badge").is_visible()
+    assert f"radius {radius} vox" in page.inner_text(".iw-size-label")
+    assert not errors, errors
+    page.close()
+
+
+def test_shortcuts_with_focused_controls_and_layer_checkboxes(project_server, browser):
+    page, errors = _open(browser, project_server)
+    base, project = project_server.base, project_server.project
+
+    def live():
+        return api(base, f"/api/projects/{project}")["live_updates"]
+
+    start = live()
+    page.click("#iw-live")  # the checkbox keeps the focus
+    wait_for(lambda: live() != start, 10, "the live checkbox to apply")
+    page.keyboard.press("Shift+L")
+    wait_for(lambda: live() == start, 10, "Shift+L with the live checkbox focused")
+    page.click("#iw-eraser")  # a panel button keeps the focus
+    page.keyboard.press("Shift+L")
+    wait_for(lambda: live() != start, 10, "Shift+L with a panel button focused")
+
+    # visibility changed in Neuroglancer shows in the panel's checkbox
+    checkbox = page.locator('#iw-layers input[data-role="labels"]')
+    assert checkbox.is_checked()
+    page.evaluate("""(() => { const id = ilastikWeb.labelsLayerId;
+      ilastikWeb.ng.layerServing(id).setVisible(false); })()""")
+    wait_for(lambda: not checkbox.is_checked(), 10, "the labels checkbox to follow")
+    page.evaluate("""ilastikWeb.ng.layerServing(ilastikWeb.labelsLayerId).setVisible(true)""")
+    wait_for(lambda: checkbox.is_checked(), 10, "the labels checkbox to follow back")
+    assert not errors, errors
+    page.close()
+
+
+def test_brush_circle_is_centred_where_paint_lands(project_server, browser):
+    page, errors = _open(browser, project_server)
+    _xy_layout(page)
+    page.keyboard.press("p")
+    page.evaluate("ilastikWeb.brush.set({radius: 2.5})")
+    box = xy_panel_box(page)
+    # the screen position of a voxel centre near the middle, on whole pixels
+    target = page.evaluate("""(() => {
+      const ng = ilastikWeb.ng;
+      const panel = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      const c = ng.panelCenter(panel);
+      return ng.screenOf(panel, [Math.floor(c[0]) + 0.5, Math.floor(c[1]) + 0.5, c[2]]);
+    })()""")
+    x, y = box["x"] + round(target[0]), box["y"] + round(target[1])
+    page.mouse.move(x - 20, y - 20)
+    page.mouse.move(x, y, steps=4)
+    page.wait_for_timeout(100)  # a frame of the overlay
+    ring = np.array(page.evaluate("""(() => {
+      const ng = ilastikWeb.ng;
+      const panel = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      const canvas = panel.element.querySelector("canvas.iw-overlay");
+      const d = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+      let sx = 0, sy = 0, n = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (d[i + 3] === 0) continue;
+        const p = i / 4;
+        sx += p % canvas.width;
+        sy += Math.floor(p / canvas.width);
+        n++;
+      }
+      return [sx / n + 0.5, sy / n + 0.5];
+    })()"""))
+    info = api(project_server.base, f"/api/projects/{project_server.project}")
+    revision = info["label_revision"]
+    page.mouse.down()
+    page.mouse.up()
+    info = wait_for(lambda: (lambda i: i if i["label_revision"] > revision else None)(
+        api(project_server.base, f"/api/projects/{project_server.project}")), 30, "the dot")
+    z = int(np.floor(page.evaluate("viewer.state.toJSON().position[2]")))
+    labels = label_slice(project_server.base, info["layers"]["labels"]["id"],
+                         info["layers"]["labels"]["version"], z, (96, 96))
+    ys, xs = np.nonzero(labels)
+    assert len(xs) > 10
+    painted = page.evaluate("""(v) => {
+      const ng = ilastikWeb.ng;
+      const panel = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      return ng.screenOf(panel, v);
+    }""", [float(xs.mean() + 0.5), float(ys.mean() + 0.5), z + 0.5])
+    offset = float(np.hypot(*(ring - np.array(painted))))
+    assert offset < 1.0, f"brush circle {offset:.2f} px from the painted dot's centre"
+    assert not errors, errors
+    page.close()
+
+
+def test_sam_message_in_sight_in_a_900px_window(project_server, browser):
+    page, errors = _open(browser, project_server, height=900)
+    info = page.locator("#iw-sam-info")
+    wait_for(lambda: "No SAM model is configured" in info.inner_text(), 30, "the SAM hint")
+    box = info.bounding_box()
+    assert box is not None and box["y"] + box["height"] <= 900, box
+    # and the status line stays in sight however long the panel is
+    status = page.locator(".iw-status").bounding_box()
+    assert status["y"] + min(status["height"], 20) <= 900, status
+    assert not errors, errors
+    page.close()
