@@ -186,3 +186,42 @@ def test_sam_message_in_sight_in_a_900px_window(project_server, browser):
     assert status["y"] + min(status["height"], 20) <= 900, status
     assert not errors, errors
     page.close()
+
+
+def test_feature_importances_readable_and_current(project_server, browser):
+    base, project = project_server.base, project_server.project
+    api(base, f"/api/projects/{project}/live", "PUT", {"enabled": False})
+    for label, y in ((1, 20.5), (2, 70.5)):
+        api(base, f"/api/projects/{project}/strokes", "POST", {
+            "points_xyz": [[10.5, y, 4.5], [80.5, y, 4.5]], "radius": 3, "label": label,
+            "plane": "xy"})
+    assert api(base, f"/api/projects/{project}/train", "POST")["generation"] == 1
+    page, errors = _open(browser, project_server)
+    box = page.locator("#iw-importance")
+    wait_for(lambda: "generation 1" in box.inner_text(), 30, "the importances")
+    sigmas = page.locator("#iw-importance .iw-bar-sigma").all_inner_texts()
+    assert sigmas and all(s.startswith("σ ") for s in sigmas), sigmas
+    clipped = page.evaluate("""Array.from(document.querySelectorAll(
+      '#iw-importance .iw-bar-sigma')).filter((e) => e.scrollWidth > e.clientWidth).length""")
+    assert clipped == 0
+    # the σ header cells of the feature table do not run together
+    gaps = page.evaluate("""(() => {
+      const cells = Array.from(document.querySelectorAll('#iw-features thead th')).slice(1);
+      const boxes = cells.map((c) => { const r = c.getBoundingClientRect();
+        const range = document.createRange(); range.selectNodeContents(c);
+        const t = range.getBoundingClientRect(); return [t.left, t.right]; });
+      return boxes.slice(1).map((b, i) => b[0] - boxes[i][1]);
+    })()""")
+    assert gaps and min(gaps) >= 2, gaps
+    # Apply features: the importances follow the new generation, not the previous one
+    page.locator('#iw-features input[data-feature="GaussianSmoothing"]').last.click()
+    page.click("#iw-features-apply")
+    wait_for(lambda: "features applied" in page.inner_text(".iw-status"), 30, "Apply")
+    page.click("#iw-train")  # live updates are off
+    wait_for(lambda: api(base, f"/api/projects/{project}")["generation"] >= 2, 60,
+             "retraining after Apply")
+    generation = api(base, f"/api/projects/{project}")["generation"]
+    wait_for(lambda: f"generation {generation}" in box.inner_text(), 30,
+             "the importances of the new generation")
+    assert not errors, errors
+    page.close()
