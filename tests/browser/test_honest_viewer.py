@@ -84,6 +84,34 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
         return None
     wait_for(colours, 60, "channel 0 green on the left, channel 1 magenta on the right")
     page.screenshot(path=str(artifacts / "two-channels.png"))
+
+    # the channel panel: per-channel ranges from that channel's percentiles
+    rows = page.locator("#iw-channels .iw-channel")
+    wait_for(lambda: rows.count() == 2, 30, "two channel rows")
+    low0, high0 = (float(v) for v in rows.nth(0).locator(".iw-channel-range").evaluate_all(
+        "els => els.map(e => e.value)"))
+    low1, high1 = (float(v) for v in rows.nth(1).locator(".iw-channel-range").evaluate_all(
+        "els => els.map(e => e.value)"))
+    assert high0 < 400 and low1 < 600 and high1 > 20000, (low0, high0, low1, high1)
+    # hide channel 1: the right half goes dark; recolour channel 0 red
+    rows.nth(1).locator(".iw-channel-show").uncheck()
+    def right_dark():  # away from the red crosshair line at y = 64
+        _, right = _pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        return right[..., 0].max() < 10 and right[..., 2].max() < 10  # no magenta left
+    wait_for(right_dark, 30, "channel 1 hidden")
+    rows.nth(0).locator(".iw-channel-color").evaluate(
+        "(e) => { e.value = '#ff0000'; e.dispatchEvent(new Event('change')); }")
+    def left_red():
+        left, _ = _pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        m = left.mean(axis=(0, 1))
+        return m[0] > 120 and m[1] < 60
+    wait_for(left_red, 30, "channel 0 red")
+    # a narrower range on channel 0 from the panel: Neuroglancer's state follows
+    rows.nth(0).locator(".iw-channel-range").nth(1).fill("200")
+    rows.nth(0).locator(".iw-channel-range").nth(1).dispatch_event("change")
+    wait_for(lambda: page.evaluate("""viewer.state.toJSON().layers[0]
+      .shaderControls.contrast0.range[1]""") == 200, 10, "the range in the layer state")
+    page.screenshot(path=str(artifacts / "two-channels-edited.png"))
     assert not errors, errors
     page.close()
 
