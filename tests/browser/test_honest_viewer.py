@@ -166,3 +166,25 @@ def test_tensorstore_n5_container_opens_with_a_voxel_size_warning(serve, browser
     assert "no voxel size" in served.log_text()
     assert not errors, errors
     page.close()
+
+
+def test_rgb_image_displays_as_rgb(serve, browser, tmp_path):
+    import tifffile
+
+    rgb = np.zeros((4, 96, 96, 3), np.uint8)
+    rgb[:, :, :48] = (230, 120, 20)  # orange
+    rgb[:, :, 48:] = (20, 60, 200)  # blue
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    served = serve(str(tmp_path / "rgb.tif"), "--voxel-size", "100,50,50")
+    page, errors = _page(browser)
+    page.goto(served.url)
+
+    def true_colours():
+        left, right = (p.mean(axis=(0, 1)) for p in
+                       _pixels_around(page, [[24, 80, 2.5], [72, 80, 2.5]]))
+        ok = (np.abs(left - (230, 120, 20)).max() < 25 and
+              np.abs(right - (20, 60, 200)).max() < 25)
+        return ok
+    wait_for(true_colours, 60, "the RGB colours as stored")
+    assert not errors, errors
+    page.close()
