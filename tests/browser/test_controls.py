@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from paint_helpers import PANEL, api, label_slice, wait_for, xy_panel_box
+from paint_helpers import PANEL, api, label_slice, pixels_around, wait_for, xy_panel_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -223,5 +223,43 @@ def test_feature_importances_readable_and_current(project_server, browser):
     generation = api(base, f"/api/projects/{project}")["generation"]
     wait_for(lambda: f"generation {generation}" in box.inner_text(), 30,
              "the importances of the new generation")
+    assert not errors, errors
+    page.close()
+
+
+def test_labels_on_top_with_own_opacity_and_class_toggles(project_server, browser):
+    base, project = project_server.base, project_server.project
+    api(base, f"/api/projects/{project}/live", "PUT", {"enabled": False})
+    for label, y in ((1, 20.5), (2, 70.5)):
+        api(base, f"/api/projects/{project}/strokes", "POST", {
+            "points_xyz": [[10.5, y, 4.5], [80.5, y, 4.5]], "radius": 4, "label": label,
+            "plane": "xy"})
+    api(base, f"/api/projects/{project}/train", "POST")
+    page, errors = _open(browser, project_server)
+    wait_for(lambda: page.evaluate("viewer.state.toJSON().layers.length") >= 5, 30,
+             "the prediction layers")
+    names = page.evaluate("viewer.state.toJSON().layers.map((l) => l.name)")
+    assert names[-1] == "labels", names  # drawn above the predictions
+    assert page.evaluate("""ilastikWeb.ng.layerServing(ilastikWeb.labelsLayerId)
+      .layer.displayState.selectedAlpha.value""") == pytest.approx(0.8)
+    # predictions out of the way, so the pixels are the labels' own
+    page.evaluate("""ilastikWeb.ng.managedLayers().forEach((m) => {
+      if (!["labels", "blobs"].includes(m.name)) m.setVisible(false); })""")
+    page.evaluate("""viewer.state.children.get("position").restoreState([48, 48, 4.5])""")
+
+    def green_at_class_2():
+        patch = pixels_around(page, [[40, 70.5, 4.5]], radius=3)[0].mean(axis=(0, 1))
+        return patch[1] - (patch[0] + patch[2]) / 2
+    wait_for(lambda: green_at_class_2() > 60, 30, "class 2 drawn in green")
+    page.fill("#iw-label-opacity", "0.2")
+    page.dispatch_event("#iw-label-opacity", "input")
+    wait_for(lambda: page.evaluate("""ilastikWeb.ng.layerServing(ilastikWeb.labelsLayerId)
+      .layer.displayState.selectedAlpha.value""") == pytest.approx(0.2), 10, "the opacity")
+    page.fill("#iw-label-opacity", "1")
+    page.dispatch_event("#iw-label-opacity", "input")
+    page.uncheck('#iw-label-classes input[data-value="2"]')
+    wait_for(lambda: green_at_class_2() < 20, 30, "class 2 hidden")
+    page.check('#iw-label-classes input[data-value="2"]')
+    wait_for(lambda: green_at_class_2() > 60, 30, "class 2 shown again")
     assert not errors, errors
     page.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from paint_helpers import PANEL, drag, screen_points, wait_for, xy_panel_box
+from paint_helpers import PANEL, drag, pixels_around, wait_for, xy_panel_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -15,17 +15,6 @@ def _page(browser):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     return page, errors
-
-
-def _pixels_around(page, points_xyz, radius=6) -> list[np.ndarray]:
-    import io
-
-    from PIL import Image
-
-    screen = screen_points(page, points_xyz)
-    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), np.float64)
-    return [shot[int(y) - radius:int(y) + radius, int(x) - radius:int(x) + radius]
-            for x, y in screen]
 
 
 def test_corrupt_chunk_blanks_one_chunk_with_a_notice(serve, browser, corrupt_zarr, artifacts):
@@ -46,7 +35,7 @@ def test_corrupt_chunk_blanks_one_chunk_with_a_notice(serve, browser, corrupt_za
     # the view shows data everywhere but in the bad chunk (viewer at z = 16)
     z = 16.5
     def looks_right():
-        bad_patch, good_patch = _pixels_around(page, [[96, 32, z], [32, 96, z]])
+        bad_patch, good_patch = pixels_around(page, [[96, 32, z], [32, 96, z]])
         return bad_patch.max() < 10 and good_patch.std() > 20
     wait_for(looks_right, 60, "the bad chunk black and the rest showing data")
     page.screenshot(path=str(artifacts / "corrupt-chunk.png"))
@@ -76,7 +65,7 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
     page.goto(served.url)
 
     def colours():
-        left, right = _pixels_around(page, [[32, 64, 4.5], [96, 64, 4.5]])
+        left, right = pixels_around(page, [[32, 64, 4.5], [96, 64, 4.5]])
         lr, rr = left.mean(axis=(0, 1)), right.mean(axis=(0, 1))
         # left: channel 0 in green; right: channel 1 in magenta (red + blue)
         if lr[1] > 120 and lr[0] < 80 and rr[0] > 120 and rr[2] > 120 and rr[1] < 80:
@@ -96,13 +85,13 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
     # hide channel 1: the right half goes dark; recolour channel 0 red
     rows.nth(1).locator(".iw-channel-show").uncheck()
     def right_dark():  # away from the red crosshair line at y = 64
-        _, right = _pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        _, right = pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
         return right[..., 0].max() < 10 and right[..., 2].max() < 10  # no magenta left
     wait_for(right_dark, 30, "channel 1 hidden")
     rows.nth(0).locator(".iw-channel-color").evaluate(
         "(e) => { e.value = '#ff0000'; e.dispatchEvent(new Event('change')); }")
     def left_red():
-        left, _ = _pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        left, _ = pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
         m = left.mean(axis=(0, 1))
         return m[0] > 120 and m[1] < 60
     wait_for(left_red, 30, "channel 0 red")
@@ -181,7 +170,7 @@ def test_rgb_image_displays_as_rgb(serve, browser, tmp_path):
 
     def true_colours():
         left, right = (p.mean(axis=(0, 1)) for p in
-                       _pixels_around(page, [[24, 80, 2.5], [72, 80, 2.5]]))
+                       pixels_around(page, [[24, 80, 2.5], [72, 80, 2.5]]))
         ok = (np.abs(left - (230, 120, 20)).max() < 25 and
               np.abs(right - (20, 60, 200)).max() < 25)
         return ok
