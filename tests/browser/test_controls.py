@@ -263,3 +263,60 @@ def test_labels_on_top_with_own_opacity_and_class_toggles(project_server, browse
     wait_for(lambda: green_at_class_2() > 60, 30, "class 2 shown again")
     assert not errors, errors
     page.close()
+
+
+def test_export_region_drawn_as_a_box(project_server, browser):
+    from paint_helpers import drag, screen_points, voxels_under
+
+    base, project = project_server.base, project_server.project
+    api(base, f"/api/projects/{project}/live", "PUT", {"enabled": False})
+    for label, y in ((1, 20.5), (2, 70.5)):
+        api(base, f"/api/projects/{project}/strokes", "POST", {
+            "points_xyz": [[10.5, y, 4.5], [80.5, y, 4.5]], "radius": 3, "label": label,
+            "plane": "xy"})
+    api(base, f"/api/projects/{project}/train", "POST")
+    page, errors = _open(browser, project_server)
+    _xy_layout(page)
+    page.click("#iw-box-draw")
+    z = page.evaluate("viewer.state.toJSON().position[2]")
+    before = page.evaluate("viewer.state.toJSON().position")
+    points = [[round(x), round(y)] for x, y in
+              screen_points(page, [[10.5, 12.5, z], [25.0, 20.0, z], [40.5, 30.5, z]])]
+    drag(page, points)
+    # the box spans the voxels under the drag's ends (whole voxels), all 8 slices
+    (ax, ay, _), _, (bx, by, _) = voxels_under(page, points)
+    x0, y0 = int(np.floor(ax)), int(np.floor(ay))
+    x1, y1 = int(np.floor(bx)) + 1, int(np.floor(by)) + 1
+    roi = f"0:8,{y0}:{y1},{x0}:{x1}"
+    assert abs(x0 - 10) <= 1 and abs(y1 - 31) <= 1, roi
+    assert page.input_value("#iw-job-roi") == roi
+    assert page.evaluate("viewer.state.toJSON().position") == before  # the drag did not pan
+    assert not page.evaluate("ilastikWeb.exportBox.armed")
+    # the box is drawn where the region is
+    page.wait_for_timeout(100)
+    corners = screen_points(page, [[x0, y0, z], [x1, y1, z]])
+    drawn = page.evaluate("""(() => {
+      const ng = ilastikWeb.ng;
+      const panel = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      const c = panel.element.querySelector("canvas.iw-box-overlay");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      let x0 = 1e9, y0 = 1e9, x1 = -1, y1 = -1;
+      for (let i = 0; i < d.length; i += 4) {
+        if (d[i + 3] === 0) continue;
+        const x = (i / 4) % c.width, y = Math.floor(i / 4 / c.width);
+        x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y);
+      }
+      const r = panel.element.getBoundingClientRect();
+      return [x0 + r.left, y0 + r.top, x1 + r.left, y1 + r.top];
+    })()""")
+    assert abs(drawn[0] - corners[0][0]) < 3 and abs(drawn[1] - corners[0][1]) < 3, drawn
+    assert abs(drawn[2] - corners[1][0]) < 3 and abs(drawn[3] - corners[1][1]) < 3, drawn
+    # and the export uses it
+    page.select_option("#iw-job-export", "segmentation")
+    with page.expect_response(lambda r: r.url.endswith(f"/api/projects/{project}/jobs")
+                              and r.request.method == "POST") as answer:
+        page.click("#iw-job-submit")
+    assert answer.value.status == 201, answer.value.text()
+    assert roi in answer.value.request.post_data
+    assert not errors, errors
+    page.close()
