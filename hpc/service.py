@@ -250,7 +250,7 @@ class JobService:
         store.create()
         handles: dict = {"owner_pid": os.getpid()}
         job.update(state=RUNNING, run=run, started=time.time(), finished=None,
-                   message="running", handles=handles)
+                   message="running", handles=handles, blocks_at_start=job.blocks_done())
         job.append_log("driver", f"run {run} on {spec.engine.kind}: "
                                  f"{job.blocks_done()} of {record['blocks_total']} blocks done")
         if spec.engine.kind in SLURM_KINDS:

@@ -114,13 +114,41 @@ def run_block(folder: str, index: int, run: int) -> str:
                              output=context.spec.export, level=context.spec.level)
         context.store.write(context.plan.output_box(index), np.ascontiguousarray(data))
         job.mark_done(index, run)
-        log.debug("block %d %s in %.2f s", index, box, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.debug("block %d %s in %.2f s", index, box, seconds)
+        job.append_log(f"worker-{os.getpid()}", progress_line(job, index, seconds))
         return COMPUTED
     except Exception as exc:
         error = f"block {index}: {type(exc).__name__}: {exc}"
         job.append_log(f"worker-{os.getpid()}", error)
         job.mark_failed(index, f"{error}\n{traceback.format_exc()}")
         raise
+
+
+def format_duration(seconds: float) -> str:
+    """``1 h 02 min``, ``3 min 05 s`` or ``12 s``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+def progress_line(job: Job, index: int, seconds: float) -> str:
+    """The log line after block ``index``: its time, blocks done of all, and an ETA from the
+    rate of this run (blocks done since it started, over the time since)."""
+    record = job.record()
+    total = int(record["blocks_total"])
+    done = job.blocks_done()
+    line = f"block {index} done in {seconds:.1f} s: {done}/{total} blocks"
+    started, before = record.get("started"), int(record.get("blocks_at_start") or 0)
+    if started and done > before and done < total:
+        rate = (done - before) / max(time.time() - float(started), 1e-3)
+        line += f", ETA {format_duration((total - done) / rate)}"
+    return line
 
 
 def run_blocks(folder: str, indices: list[int], run: int) -> dict[str, int]:

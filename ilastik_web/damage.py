@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,7 +110,7 @@ class DamageLog:
         self._max = max_recorded
         self.dropped = 0
 
-    def record(self, errors) -> list[BadChunk]:
+    def record(self, errors: Iterable[ChunkReadError]) -> list[BadChunk]:
         """Remember the chunks of ``errors``; return (and log) the ones not seen before."""
         new: list[BadChunk] = []
         with self._lock:

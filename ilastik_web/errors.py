@@ -4,6 +4,8 @@ Each class says what went wrong, not how to answer it; the server maps them to H
 status codes in one place (:mod:`ilastik_web.server.errors`).
 """
 
+from collections.abc import Iterable
+
 
 class IlastikWebError(Exception):
     """Base class of every error the API raises on purpose."""
@@ -74,10 +76,13 @@ class ChunkReadError(SourceError):
         One line from the storage layer (``Truncated Zstd-compressed stream``, a timeout).
     """
 
-    def __init__(self, location: str, chunks, reason: str):
+    def __init__(self, location: str, chunks: Iterable, reason: str):
         self.location = location
         self.chunks = tuple(chunks)
         self.reason = reason
         regions = ", ".join(str(box) for box in self.chunks[:3])
         more = f" and {len(self.chunks) - 3} more" if len(self.chunks) > 3 else ""
         super().__init__(f"{location}: unreadable chunk {regions}{more} (z, y, x): {reason}")
+
+    def __reduce__(self):  # picklable, for errors that travel back from dask workers
+        return (type(self), (self.location, self.chunks, self.reason))

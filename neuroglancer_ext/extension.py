@@ -8,7 +8,12 @@ client's own bundles (each inside its own function, sharing ``window.ilastikWeb`
 3. ``brush.js`` — paint mode, strokes, the overlay and the brush cursor;
 4. ``panel.js`` — the side panel (classes, brush, layers, training, features) and shortcuts;
 5. ``sam.js`` — SAM mode: click, shift-click and drag prompts, preview, accept, 3D propagation;
-6. ``jobs.js`` — the Jobs section: submit exports, progress, cancel, resume, logs, open as layer.
+6. ``jobs.js`` — the Jobs section: submit exports, progress, cancel, resume, logs, open as layer;
+7. ``notices.js`` — notices about the data: unreadable chunks (shown empty), source warnings;
+8. ``brush_ui.js`` — the paint-mode badge, and the brush kept across reloads;
+9. ``channels.js`` — the channel panel of multichannel images (visibility, colour, range);
+10. ``labels_ui.js`` — the labels' own opacity and per-class show/hide;
+11. ``export_box.js`` — draw the export region as a box in the viewer.
 
 ``ilastik.css`` is added as a ``<style>`` element by a small leading script. The scripts
 reach into the client's internals, so they are pinned to :data:`NEUROGLANCER_VERSION`.
@@ -30,7 +35,8 @@ log = logging.getLogger(__name__)
 NEUROGLANCER_VERSION = "2.41.2"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js",
-                "people.js", "notices.js", "exports.js")
+                "people.js", "notices.js", "exports.js", "brush_ui.js", "channels.js",
+                "labels_ui.js", "export_box.js")
 STYLE_FILE = "ilastik.css"
 
 

@@ -250,8 +250,13 @@ def project_routes(hub: ProjectHub, executor: Executor,
 
     async def importance(request: web.Request) -> web.Response:
         project = served_of(request).project
-        values = await run(project.feature_importances)
-        return web.json_response({"generation": project.generation, "importance": values})
+
+        def of_one_generation() -> dict:  # the number and the values of the same classifier
+            current = project.current_generation()
+            return {"generation": current.number,
+                    "importance": current.classifier.feature_importances()}
+
+        return web.json_response(await run(of_one_generation))
 
     async def train(request: web.Request) -> web.Response:
         project = served_of(request).project

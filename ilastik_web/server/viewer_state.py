@@ -48,7 +48,8 @@ def layer_spec(layer: ServedLayer) -> dict[str, Any]:
     if not display.visible:
         spec["visible"] = False
     if display.opacity is not None:
-        spec["opacity"] = display.opacity
+        # Segmentation layers have no "opacity": their cross-section alpha is selectedAlpha.
+        spec["opacity" if layer.kind == "image" else "selectedAlpha"] = display.opacity
     if layer.kind == "image":
         if display.shader is not None:
             spec["shader"] = display.shader

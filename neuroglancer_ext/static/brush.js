@@ -119,12 +119,19 @@
       ctx.globalAlpha = 1;
       if (cursor && cursor.panel === panel && (brush.paintMode || cursor.modifier)) {
         const rect = panel.element.getBoundingClientRect();
-        const x = cursor.clientX - rect.left;
-        const y = cursor.clientY - rect.top;
+        let x = cursor.clientX - rect.left;
+        let y = cursor.clientY - rect.top;
         const point = cursor.voxel;
         let rx = 4;
         let ry = 4;
-        if (point) [, rx, ry] = screenRadii(panel, plane, point, brush.radius);
+        // Centred where the paint lands (the voxel position the stroke records, drawn the
+        // way strokes are), not at the raw mouse pixel, which sits ~1.5 px off it.
+        if (point) {
+          let c;
+          [c, rx, ry] = screenRadii(panel, plane, point, brush.radius);
+          [x, y] = c;
+        }
+        brush.cursorDrawn = { panel, x, y, rx, ry };
         ctx.lineWidth = 1.5;
         ctx.strokeStyle = brush.eraser ? "#ffffff" : brush.color;
         ctx.setLineDash(brush.eraser ? [4, 3] : []);

@@ -148,6 +148,30 @@
     setTimeout(poll, 50);
   }
 
+  /**
+   * The shader controls of an image layer: `{names, get(name), set(name, value), changed}`
+   * over the client's ShaderControlState (a control's trackable holds a boolean for a
+   * checkbox, an RGB Float32Array for a colour, {range, window, channel} for invlerp), or
+   * null for layers without one.
+   */
+  function shaderControlsOf(managed) {
+    const state = managed && managed.layer && managed.layer.shaderControlState;
+    if (!state || !state.changed) return null;
+    const controls = () => (state.value instanceof Map ? state.value : new Map());
+    return {
+      names: () => Array.from(controls().keys()),
+      get: (name) => {
+        const control = controls().get(name);
+        return control ? control.trackable.value : undefined;
+      },
+      set: (name, value) => {
+        const control = controls().get(name);
+        if (control) control.trackable.value = value;
+      },
+      changed: state.changed,
+    };
+  }
+
   /** What the extension needs from the client, with what is missing (empty: all there). */
   function checkInternals() {
     const missing = [];
@@ -201,6 +225,6 @@
   IW.ng = {
     version: NEUROGLANCER_VERSION,
     viewer, panels, slicePanelOf, planeOf, voxelAt, screenOf, panelCenter, managedLayers,
-    sourceUrlOf, layerServing, layerDrawn, swapSource, checkInternals,
+    sourceUrlOf, layerServing, layerDrawn, swapSource, shaderControlsOf, checkInternals,
   };
 })();

@@ -23,7 +23,10 @@
     HessianOfGaussianEigenvalues: "Hessian EVs",
   };
   const SHORTCUTS = [
-    ["P", "paint mode on/off: left-drag paints, wheel zooms, right-drag pans"],
+    ["P", "paint mode on/off: left-drag paints (the badge over the view says so)"],
+    ["wheel", "next / previous slice (Neuroglancer's convention, also in paint mode)"],
+    ["Ctrl+wheel", "zoom"],
+    ["right-drag", "pan (left-drag pans outside paint mode)"],
     ["Ctrl+Shift+drag", "paint in any mode"],
     ["E", "eraser on/off"],
     ["[ / ]", "smaller / larger brush"],
@@ -33,6 +36,8 @@
     ["Shift+L", "live updates on/off"],
     ["?", "this help"],
   ];
+
+  const NON_TEXT_INPUTS = new Set(["checkbox", "radio", "range", "button", "color", "submit"]);
 
   const project = (IW.project = { id: null, info: null, classes: [], features: null });
 
@@ -278,6 +283,19 @@
     if (prob && prob.layer.opacity) opacityInput.value = String(prob.layer.opacity.value);
   }
 
+  /** Tick the layer checkboxes as the layers are (visibility changed in Neuroglancer). */
+  function syncLayerChecks() {
+    const layers = (project.info && project.info.layers) || {};
+    for (const input of layerBox.querySelectorAll("input[data-role]")) {
+      const entry = layers[input.dataset.role];
+      const managed = entry && ng.layerServing(entry.id);
+      const visible = !!(managed && managed.visible);
+      if (input.checked !== visible) input.checked = visible;
+    }
+  }
+  ng.viewer().layerManager.layersChanged.add(syncLayerChecks);
+  ng.viewer().state.changed.add(syncLayerChecks);
+
   function setOpacity(event) {
     const layers = (project.info && project.info.layers) || {};
     const prob = layers.probabilities && ng.layerServing(layers.probabilities.id);
@@ -347,13 +365,25 @@
     } catch (e) {
       return;
     }
+    // The generation event can arrive before the new classifier answers: ask again.
+    if (project.info && data.generation < project.info.generation) {
+      setTimeout(loadImportance, 300);
+      return;
+    }
     const entries = Object.entries(data.importance || {}).sort((a, b) => b[1] - a[1]).slice(0, 8);
     const top = entries.length ? entries[0][1] : 1;
     importanceBox.replaceChildren(el("div", { class: "iw-importance-title" },
                                      "Most important (generation " + data.generation + ")"),
-      ...entries.map(([name, value]) => el("div", { class: "iw-bar-row", title: value.toFixed(4) },
-        el("span", { class: "iw-bar-name" }, name),
-        el("span", { class: "iw-bar", style: "width:" + Math.round(100 * value / top) + "%" }))));
+      ...entries.map(([name, value]) => {
+        // "Gaussian Smoothing (σ=1.6) [c1]": the σ gets its own column so it always shows.
+        const m = /^(.*?) \(σ=([^)]*)\)(.*)$/.exec(name);
+        const label = m ? m[1] + m[3] : name;
+        return el("div", { class: "iw-bar-row", title: name + ": " + value.toFixed(4) },
+          el("span", { class: "iw-bar-name" }, label),
+          el("span", { class: "iw-bar-sigma" }, m ? "σ " + m[2] : ""),
+          el("span", { class: "iw-bar-track" },
+             el("span", { class: "iw-bar", style: "width:" + Math.round(100 * value / top) + "%" })));
+      }));
   }
 
   async function setLive(enabled) {
@@ -432,8 +462,12 @@
 
   window.addEventListener("keydown", (event) => {
     const target = event.target;
-    if (target && (target.tagName === "INPUT" || target.tagName === "TEXTAREA" ||
-                   target.isContentEditable)) return;
+    // Only fields that take typing keep the keys; a focused checkbox, slider or button
+    // (after a click in the panel) must not swallow the shortcuts.
+    const typing = target && (target.tagName === "TEXTAREA" || target.isContentEditable ||
+      (target.tagName === "INPUT" && !NON_TEXT_INPUTS.has(target.type)) ||
+      target.tagName === "SELECT");
+    if (typing) return;
     const ctrl = event.ctrlKey || event.metaKey;
     let handled = true;
     if (ctrl && event.code === "KeyZ" && !event.shiftKey) undo();

@@ -108,6 +108,8 @@
       text = preview.voxels + " voxels on " + slices + " slice" + (slices === 1 ? "" : "s") +
         score + " · Enter accepts, Esc rejects";
     } else if (sam.mode) text = "click an object in a cross-section";
+    // Why SAM is off, right under its button (the status line may be scrolled away).
+    if (!ready && !text) text = sam.unavailable;
     info.textContent = text;
     info.dataset.state = sam.busy > 0 ? "busy" : running ? "propagating"
       : preview ? "preview" : "idle";

@@ -123,3 +123,44 @@ def demo_server(demo_cache) -> Iterator[DemoServer]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+class Served:
+    """A running server: its process, viewer URL, base URL and log file."""
+
+    def __init__(self, process: subprocess.Popen, url: str, log: Path):
+        self.process, self.url, self.log = process, url, log
+        self.base = url.split("/v/")[0]
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator:
+    """``serve(*paths_and_options, project=False)`` starts ``ilastik-web serve`` (with a
+    project in a fresh folder when ``project``) and returns a :class:`Served`; its stderr
+    (the log) goes to a file."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, project: bool = False) -> Served:
+        port = _free_port()
+        log = tmp_path / f"server-{port}.log"
+        with open(log, "w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "ilastik_web", "serve", *args, "--port", str(port),
+                 "--no-browser", *([] if project else ["--no-project"]),
+                 "--project", str(tmp_path / f"project-{port}"), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, stderr=err, text=True,
+                env={**os.environ, "ILASTIK_WEB_DATA": str(tmp_path / "data")},
+            )
+        started.append(process)
+        url = process.stdout.readline().strip()
+        if not url:
+            pytest.fail(f"server exited with {process.wait(10)}: {log.read_text()[-2000:]}")
+        return Served(process, url, log)
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(10)

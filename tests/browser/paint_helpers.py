@@ -143,3 +143,11 @@ def save_for_docs(png_path, out_path, width: int = 760) -> None:
     image = Image.open(png_path).convert("RGB")
     height = round(image.height * width / image.width)
     image.resize((width, height), Image.LANCZOS).save(out_path, quality=72, optimize=True)
+
+
+def pixels_around(page, points_xyz, radius=6) -> list[np.ndarray]:
+    """RGB page pixels in a square of ``radius`` around each voxel point of the xy panel."""
+    screen = screen_points(page, points_xyz)
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), np.float64)
+    return [shot[int(y) - radius:int(y) + radius, int(x) - radius:int(x) + radius]
+            for x, y in screen]

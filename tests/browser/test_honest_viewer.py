@@ -3,61 +3,11 @@ a notice; a missing voxel size is a visible warning; two channels show in two co
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
-from paint_helpers import PANEL, drag, screen_points, wait_for, xy_panel_box
+from paint_helpers import PANEL, drag, pixels_around, wait_for, xy_panel_box
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    def __init__(self, process: subprocess.Popen, url: str, log: Path):
-        self.process, self.url, self.log = process, url, log
-        self.base = url.split("/v/")[0]
-
-    def log_text(self) -> str:
-        return self.log.read_text()
-
-
-@pytest.fixture
-def serve(tmp_path) -> Iterator:
-    """``serve(*paths_and_options)`` starts ``ilastik-web serve`` and returns a Served."""
-    started: list[subprocess.Popen] = []
-
-    def start(*args: str, project: bool = False) -> Served:
-        port = _free_port()
-        log = tmp_path / f"server-{port}.log"
-        with open(log, "w") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ilastik_web", "serve", *args, "--port", str(port),
-                 "--no-browser", *([] if project else ["--no-project"]),
-                 "--project", str(tmp_path / f"project-{port}"), "--log-level", "WARNING"],
-                stdout=subprocess.PIPE, stderr=err, text=True,
-                env={**os.environ, "ILASTIK_WEB_DATA": str(tmp_path / "data")},
-            )
-        started.append(process)
-        url = process.stdout.readline().strip()
-        if not url:
-            pytest.fail(f"server exited with {process.wait(10)}: {log.read_text()[-2000:]}")
-        return Served(process, url, log)
-
-    yield start
-    for process in started:
-        process.terminate()
-        process.wait(10)
 
 
 def _page(browser):
@@ -65,17 +15,6 @@ def _page(browser):
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     return page, errors
-
-
-def _pixels_around(page, points_xyz, radius=6) -> list[np.ndarray]:
-    import io
-
-    from PIL import Image
-
-    screen = screen_points(page, points_xyz)
-    shot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), np.float64)
-    return [shot[int(y) - radius:int(y) + radius, int(x) - radius:int(x) + radius]
-            for x, y in screen]
 
 
 def test_corrupt_chunk_blanks_one_chunk_with_a_notice(serve, browser, corrupt_zarr, artifacts):
@@ -96,7 +35,7 @@ def test_corrupt_chunk_blanks_one_chunk_with_a_notice(serve, browser, corrupt_za
     # the view shows data everywhere but in the bad chunk (viewer at z = 16)
     z = 16.5
     def looks_right():
-        bad_patch, good_patch = _pixels_around(page, [[96, 32, z], [32, 96, z]])
+        bad_patch, good_patch = pixels_around(page, [[96, 32, z], [32, 96, z]])
         return bad_patch.max() < 10 and good_patch.std() > 20
     wait_for(looks_right, 60, "the bad chunk black and the rest showing data")
     page.screenshot(path=str(artifacts / "corrupt-chunk.png"))
@@ -126,7 +65,7 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
     page.goto(served.url)
 
     def colours():
-        left, right = _pixels_around(page, [[32, 64, 4.5], [96, 64, 4.5]])
+        left, right = pixels_around(page, [[32, 64, 4.5], [96, 64, 4.5]])
         lr, rr = left.mean(axis=(0, 1)), right.mean(axis=(0, 1))
         # left: channel 0 in green; right: channel 1 in magenta (red + blue)
         if lr[1] > 120 and lr[0] < 80 and rr[0] > 120 and rr[2] > 120 and rr[1] < 80:
@@ -134,6 +73,34 @@ def test_two_channel_volume_shows_two_colours(serve, browser, tmp_path, artifact
         return None
     wait_for(colours, 60, "channel 0 green on the left, channel 1 magenta on the right")
     page.screenshot(path=str(artifacts / "two-channels.png"))
+
+    # the channel panel: per-channel ranges from that channel's percentiles
+    rows = page.locator("#iw-channels .iw-channel")
+    wait_for(lambda: rows.count() == 2, 30, "two channel rows")
+    low0, high0 = (float(v) for v in rows.nth(0).locator(".iw-channel-range").evaluate_all(
+        "els => els.map(e => e.value)"))
+    low1, high1 = (float(v) for v in rows.nth(1).locator(".iw-channel-range").evaluate_all(
+        "els => els.map(e => e.value)"))
+    assert high0 < 400 and low1 < 600 and high1 > 20000, (low0, high0, low1, high1)
+    # hide channel 1: the right half goes dark; recolour channel 0 red
+    rows.nth(1).locator(".iw-channel-show").uncheck()
+    def right_dark():  # away from the red crosshair line at y = 64
+        _, right = pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        return right[..., 0].max() < 10 and right[..., 2].max() < 10  # no magenta left
+    wait_for(right_dark, 30, "channel 1 hidden")
+    rows.nth(0).locator(".iw-channel-color").evaluate(
+        "(e) => { e.value = '#ff0000'; e.dispatchEvent(new Event('change')); }")
+    def left_red():
+        left, _ = pixels_around(page, [[32, 100, 4.5], [96, 100, 4.5]])
+        m = left.mean(axis=(0, 1))
+        return m[0] > 120 and m[1] < 60
+    wait_for(left_red, 30, "channel 0 red")
+    # a narrower range on channel 0 from the panel: Neuroglancer's state follows
+    rows.nth(0).locator(".iw-channel-range").nth(1).fill("200")
+    rows.nth(0).locator(".iw-channel-range").nth(1).dispatch_event("change")
+    wait_for(lambda: page.evaluate("""viewer.state.toJSON().layers[0]
+      .shaderControls.contrast0.range[1]""") == 200, 10, "the range in the layer state")
+    page.screenshot(path=str(artifacts / "two-channels-edited.png"))
     assert not errors, errors
     page.close()
 
@@ -186,5 +153,27 @@ def test_tensorstore_n5_container_opens_with_a_voxel_size_warning(serve, browser
     wait_for(lambda: notice.is_visible(), 60, "the voxel-size warning")
     assert "no voxel size" in notice.inner_text() and "--voxel-size" in notice.inner_text()
     assert "no voxel size" in served.log_text()
+    assert not errors, errors
+    page.close()
+
+
+def test_rgb_image_displays_as_rgb(serve, browser, tmp_path):
+    import tifffile
+
+    rgb = np.zeros((4, 96, 96, 3), np.uint8)
+    rgb[:, :, :48] = (230, 120, 20)  # orange
+    rgb[:, :, 48:] = (20, 60, 200)  # blue
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    served = serve(str(tmp_path / "rgb.tif"), "--voxel-size", "100,50,50")
+    page, errors = _page(browser)
+    page.goto(served.url)
+
+    def true_colours():
+        left, right = (p.mean(axis=(0, 1)) for p in
+                       pixels_around(page, [[24, 80, 2.5], [72, 80, 2.5]]))
+        ok = (np.abs(left - (230, 120, 20)).max() < 25 and
+              np.abs(right - (20, 60, 200)).max() < 25)
+        return ok
+    wait_for(true_colours, 60, "the RGB colours as stored")
     assert not errors, errors
     page.close()

@@ -102,6 +102,9 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
 
     # A clear view of the raw data: ground truth hidden, zoomed to 2 screen pixels per voxel,
     # the xy panel only (so the server computes predictions for one plane: fast enough).
+    # The demo's ground truth starts hidden: shown, it looks like a finished segmentation.
+    assert page.evaluate("""viewer.layerManager.managedLayers
+      .find((m) => m.name === "ground truth").visible""") is False
     page.evaluate(f"""(() => {{
       viewer.layerManager.managedLayers.find((m) => m.name === "ground truth").setVisible(false);
       viewer.state.children.get("crossSectionScale").restoreState({ZOOM});

@@ -84,6 +84,19 @@ def test_local_engine_default_and_state_survives_reopening(trained_project, tmp_
         Box.from_shape(trained_project.source.base.shape)), served(trained_project, "segmentation"))
 
 
+def test_logs_show_per_block_progress_and_an_eta(trained_project, tmp_path):
+    service = _service(trained_project, tmp_path)
+    job = _submit(service, trained_project, tmp_path / "seg.ome.zarr",
+                  engine=EngineSpec(workers=1))
+    summary = service.get(job.id)
+    assert summary["state"] == DONE, job.logs()
+    logs, total = job.logs(), summary["blocks_total"]
+    assert total > 2
+    for index in range(total):
+        assert f"block {index} done in " in logs, logs
+    assert f"{total}/{total} blocks" in logs and "ETA " in logs, logs
+
+
 def test_running_job_of_a_dead_process_becomes_failed_and_resumes(trained_project, tmp_path):
     service = _service(trained_project, tmp_path)
     generation = trained_project.current_generation()
@@ -134,6 +147,8 @@ def test_corrupt_input_block_fails_the_job_with_the_error_logged(trained_project
     summary = service.get(job.id)
     assert summary["state"] == FAILED
     assert summary["message"].startswith("block ")
+    # the export names the unreadable chunk, as the viewer's notice does
+    assert "unreadable chunk" in summary["message"] and "bad.zarr" in summary["message"]
     assert "bad.zarr" in job.logs() or "Error" in job.logs()
     assert job.failures()
 

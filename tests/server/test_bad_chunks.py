@@ -161,3 +161,16 @@ async def test_http_5xx_and_timeouts_become_notices(aiohttp_client, make_app, fl
     assert "z 0-16, y 0-64, x 64-128" in reasons
     assert "no answer within 2.5 s" in reasons["z 0-16, y 64-128, x 0-64"]
     assert "503" in reasons["z 0-16, y 0-64, x 64-128"]
+
+
+def test_chunk_read_error_survives_pickling(corrupt_zarr):
+    """It travels back from dask workers with its source, chunks and reason."""
+    import pickle
+
+    path, _, bad = corrupt_zarr
+    level = open_source(str(path)).base
+    with pytest.raises(ChunkReadError) as raised:
+        level.read(level.bounds)
+    copy = pickle.loads(pickle.dumps(raised.value))
+    assert (copy.location, copy.chunks, copy.reason, str(copy)) == (
+        raised.value.location, (bad,), raised.value.reason, str(raised.value))
