@@ -108,7 +108,12 @@ class LoadedModel:
             from mobile_sam import SamPredictor  # type: ignore[import-not-found]
         else:
             from segment_anything import SamPredictor
-        return SamPredictor(self.sam)
+        predictor = SamPredictor(self.sam)
+        # What micro-sam's functions read from the predictors its own loader makes.
+        predictor.model_type = self.spec.model_type
+        predictor.model_name = self.spec.name
+        predictor._hash = self.model_hash
+        return predictor
 
 
 def file_hash(path: Path) -> str:

@@ -26,10 +26,11 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ilastik_web.abc import LazyVolume
+from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
-from ilastik_web.sam.geometry import check_plane, slice_index_of
+from ilastik_web.sam.automatic import AutoParams
+from ilastik_web.sam.geometry import check_plane, in_plane_axes, slice_index_of
 from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
 from ilastik_web.server.instance_layer import InstanceLayer
@@ -278,6 +279,38 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
             raise too_many(exc) from None
         return web.json_response(task.to_json(), status=202)
 
+    async def automatic(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        source, volume = resolve_volume(body)
+        plane = check_plane(body.get("plane", "xy"))
+        index = _integer(body.get("index"), "index")
+        depth = _integer(body.get("depth", 1), "depth")
+        region = None
+        if body.get("region_xyz") is not None:
+            (x0, y0, z0), (x1, y1, z1) = _points(body["region_xyz"], "region_xyz")[:2]
+            start, stop = (z0, y0, x0), (z1, y1, x1)
+            rows, cols = in_plane_axes(plane)
+            region = Box((int(start[rows]), int(start[cols])),
+                         (int(-(-stop[rows] // 1)), int(-(-stop[cols] // 1))))
+        params = AutoParams.from_json(body.get("params", {}))
+        layer = instances.layer_for(source, volume)
+        loop = asyncio.get_running_loop()
+
+        def sink(objects) -> list[int]:
+            ids = [layer.store.add(box, mask) for box, mask in objects]
+            loop.call_soon_threadsafe(layer.changed)
+            return ids
+
+        try:
+            task = service.segment_automatic(volume, source, plane, index, depth=depth,
+                                             region=region, params=params,
+                                             model=model_of(body), sink=sink)
+        except TooManyRequestsError as exc:
+            raise too_many(exc) from None
+        payload = task.to_json()
+        payload["layer_id"] = layer.layer_id
+        return web.json_response(payload, status=202)
+
     async def get_task(request: web.Request) -> web.Response:
         return web.json_response(service.tasks.get(request.match_info["task_id"]).to_json())
 
@@ -339,6 +372,22 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               summary="Precompute the embeddings of slices start..stop-1 (a task)",
               request_body='{"layer_id" | "project_id", "plane", "start", "stop"?, "model"?}',
               responses={202: "The queued task", 400: "Bad range", **busy}),
+        Route("POST", "/api/sam/automatic", automatic, name="sam_automatic", tags=tags,
+              permission="write",
+              summary="Segment everything on a slice (or its region), or on a block of "
+                      "depth slices, with micro-sam's AMG or AIS (a task); the objects found "
+                      "are added to the source's instance layer (the task result's "
+                      "object_ids)",
+              request_body='{"layer_id" | "project_id", "plane"?: "xy"|"xz"|"yz", "index": '
+                           'slice, "depth"?: 1, "region_xyz"?: [[x0, y0, z0], [x1, y1, z1]], '
+                           '"model"?, "params"?: {"method"?: "auto"|"amg"|"ais", '
+                           '"points_per_side"?, "pred_iou_thresh"?, "stability_score_thresh"?,'
+                           ' "box_nms_thresh"?, "center_distance_threshold"?, '
+                           '"boundary_distance_threshold"?, "foreground_threshold"?, '
+                           '"min_size"?}}',
+              responses={202: "The queued task and the instance layer_id",
+                         400: "Bad slice, region or parameters",
+                         404: "No such layer, project or model", **busy}),
         Route("GET", "/api/sam/tasks/{task_id}", get_task, name="sam_task", tags=tags,
               parameters=task_p,
               summary="A task: state (queued, running, done, failed, cancelled), progress "
