@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 #: The client version the extension's use of internals was written and tested against.
 NEUROGLANCER_VERSION = "2.41.2"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js")
+SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js",
+                "sam_auto.js")
 STYLE_FILE = "ilastik.css"
 
 
