@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hpc.cli import add_commands
 
     add_commands(commands)
+    from ilastik_web.cli_sam import add_sam_commands
+
+    add_sam_commands(commands)
     return parser
 
 

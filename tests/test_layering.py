@@ -38,6 +38,7 @@ LAYERS = {
     "ilastik_web.config": WEB,
     "ilastik_web.server": WEB,
     "ilastik_web.cli": WEB,
+    "ilastik_web.cli_sam": WEB,
     "ilastik_web.__main__": WEB,
     "neuroglancer_ext": WEB,
 }
