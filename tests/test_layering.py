@@ -34,6 +34,7 @@ LAYERS = {
     "ilastik_web.demo": CORE,
     "ilastik_web.project": APPLICATION,
     "ilastik_web.sam": APPLICATION,
+    "ilastik_web.collections": APPLICATION,
     "hpc": APPLICATION,
     "ilastik_web.config": WEB,
     "ilastik_web.server": WEB,
