@@ -87,7 +87,8 @@ class AnnotationStore:
         suffix = f".{os.getpid()}.{threading.get_ident()}.tmp"
         with self._lock:
             tmp = labels_path.with_name(labels_path.name + suffix)
-            tifffile.imwrite(tmp, annotation.labels, compression="zlib")
+            tifffile.imwrite(tmp, annotation.labels, compression="zlib",
+                             photometric="minisblack")
             os.replace(tmp, labels_path)
             tmp = meta_path.with_name(meta_path.name + suffix)
             tmp.write_text(json.dumps(meta, indent=1))
