@@ -1,0 +1,85 @@
+"""Fine-tuning through micro-sam's real training code: a tiny model, a few CPU steps, from a
+training set exported from a collection; the result loads as a model and answers prompts.
+No quality is asserted (random weights)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from sam_fixtures import blobs, build_tiny_sam
+
+from ilastik_web.collections import Collection, ItemAnnotation
+from ilastik_web.collections.trainingset import export_training_set
+from ilastik_web.errors import InvalidRequestError
+from ilastik_web.sam import ModelSpec, SamService, SamSettings, load_model
+from ilastik_web.sam.embeddings import Cancelled
+from ilastik_web.sam.finetune import FinetuneSettings, finetune
+from ilastik_web.sources.array import ArrayVolume
+
+pytest.importorskip("micro_sam.training")
+
+TINY_STEPS = FinetuneSettings(iterations=3, patch_shape=(48, 48), n_objects_per_batch=2,
+                              n_sub_iteration=2)
+
+
+@pytest.fixture
+def training_set(tmp_path):
+    from scipy import ndimage
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    collection = None
+    for i in range(3):
+        tifffile.imwrite(folder / f"img{i}.tif", blobs((1, 56, 60), seed=i)[0, 0])
+    collection = Collection.from_folder(folder)
+    for i in range(3):
+        image = blobs((1, 56, 60), seed=i)[0]
+        labels = ndimage.label(image > 100)[0].astype(np.uint32)
+        ids = [int(v) for v in np.unique(labels) if v]
+        collection.save(f"img{i}", ItemAnnotation(labels, {v: "cell" for v in ids},
+                                                  {v: "sam" for v in ids}))
+    out = tmp_path / "set"
+    export_training_set(collection, out, layout="tiff", val_fraction=0.34)
+    return out
+
+
+def test_finetune_writes_a_checkpoint_the_server_prompts_with(training_set, tmp_path,
+                                                               tiny_checkpoint):
+    seen = []
+    result = finetune(ModelSpec("tiny", "vit_b", tiny_checkpoint), training_set,
+                      tmp_path / "models" / "tuned.pt", TINY_STEPS, device="cpu",
+                      progress=lambda done, total: seen.append((done, total)))
+    assert result["iterations"] == 3 and result["steps_per_s"] > 0
+    assert seen and seen[-1][1] == 3 and all(done <= 3 for done, _ in seen)
+    tuned = load_model(ModelSpec("tuned", "vit_b", tmp_path / "models" / "tuned.pt"), "cpu")
+    before = build_tiny_sam().state_dict()
+    after = tuned.sam.state_dict()
+    assert after.keys() == before.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # it trained
+    assert list((tmp_path / "models").iterdir()) == [tmp_path / "models" / "tuned.pt"]
+
+    service = SamService(SamSettings(models=(ModelSpec("tuned", "vit_b",
+                                                       tmp_path / "models" / "tuned.pt"),),
+                                     device="cpu"))
+    try:
+        volume = ArrayVolume(blobs((2, 40, 50)), (1.0, 1.0, 1.0), key="tuned-blobs")
+        mask = service.prompt(volume, "layer:x", "xy", 1, points_xyz=[[20.5, 20.5, 1.5]],
+                              point_labels=[1], model="tuned")
+        assert mask.model_name == "tuned"
+    finally:
+        service.close()
+
+
+def test_finetune_cancels_and_refuses_bad_sets(training_set, tmp_path, tiny_checkpoint):
+    spec = ModelSpec("tiny", "vit_b", tiny_checkpoint)
+    with pytest.raises(Cancelled):
+        finetune(spec, training_set, tmp_path / "never.pt", TINY_STEPS, device="cpu",
+                 should_stop=lambda: True)
+    assert not (tmp_path / "never.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".finetune-")]
+    with pytest.raises(InvalidRequestError, match="training set"):
+        finetune(spec, tmp_path, tmp_path / "x.pt", TINY_STEPS, device="cpu")
+    with pytest.raises(InvalidRequestError, match="iterations"):
+        FinetuneSettings(iterations=0)
