@@ -317,7 +317,15 @@ class ModelRegistry:
 
     @property
     def names(self) -> list[str]:
-        return list(self._specs)
+        with self._lock:
+            return list(self._specs)
+
+    def add(self, spec: ModelSpec) -> None:
+        """Offer one more model (e.g. a fine-tuned checkpoint); names stay unique."""
+        with self._lock:
+            if spec.name in self._specs:
+                raise InvalidRequestError(f"a model is already named {spec.name!r}")
+            self._specs[spec.name] = spec
 
     @property
     def default_name(self) -> str:
@@ -352,6 +360,7 @@ class ModelRegistry:
     def describe(self) -> list[dict]:
         with self._lock:
             loaded = dict(self._loaded)
+            specs = list(self._specs.values())
         return [
             {
                 "name": spec.name,
@@ -361,5 +370,5 @@ class ModelRegistry:
                 "loaded": spec.name in loaded,
                 "device": loaded[spec.name].device if spec.name in loaded else None,
             }
-            for spec in self._specs.values()
+            for spec in specs
         ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult
 from ilastik_web.sam.automatic import AutoParams, Decoders, objects_of, segment_everything
 from ilastik_web.sam.embeddings import Cancelled, EmbeddingStore, slice_image
+from ilastik_web.sam.finetune import FinetuneSettings, finetune
 from ilastik_web.sam.geometry import SlicePlane, SliceRef, check_plane, in_plane_axes
 from ilastik_web.sam.masks import MaskStore, SamMask
 from ilastik_web.sam.models import ModelRegistry, ModelSpec
@@ -283,6 +284,32 @@ class SamService:
             return {"objects": len(objects), "method": method, "object_ids": list(ids)}
 
         return self.tasks.submit("automatic", task_params, run)
+
+    def finetune(self, training_set: Path, output: Path, *, name: str,
+                 settings: FinetuneSettings, model: str | None = None) -> Task:
+        """Fine-tune ``model`` on a tiff-layout training set in the background (see
+        :mod:`ilastik_web.sam.finetune`); when done, the checkpoint at ``output`` is offered
+        as the new model ``name`` (same model type), ready for the next round of prompts.
+        """
+        base = self.models.spec(model)
+        new_spec = ModelSpec(name, base.model_type, Path(output))
+        if name in self.models.names:
+            raise InvalidRequestError(f"a model is already named {name!r}")
+        if Path(output).exists():
+            raise InvalidRequestError(f"{output} exists; choose a new checkpoint path")
+        params = {"training_set": str(training_set), "output": str(output), "name": name,
+                  "model": base.name, **asdict(settings)}
+
+        def run(task: Task) -> dict[str, Any]:
+            result = finetune(base, Path(training_set), Path(output), settings,
+                              device=self.settings.device,
+                              progress=lambda done, total: task.report(
+                                  done / max(total, 1), f"step {done} of {total}"),
+                              should_stop=task.should_stop)
+            self.models.add(new_spec)
+            return {**result, "model": name}
+
+        return self.tasks.submit("finetune", params, run)
 
     def _stack(self, volume: LazyVolume, seed: SamMask, masks: dict[int, np.ndarray]) -> SamMask:
         """One 3D mask from full-slice 2D masks, cropped to what they cover."""

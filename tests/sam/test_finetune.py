@@ -83,3 +83,24 @@ def test_finetune_cancels_and_refuses_bad_sets(training_set, tmp_path, tiny_chec
         finetune(spec, tmp_path, tmp_path / "x.pt", TINY_STEPS, device="cpu")
     with pytest.raises(InvalidRequestError, match="iterations"):
         FinetuneSettings(iterations=0)
+
+
+def test_finetune_task_offers_the_new_model(training_set, tmp_path, make_service):
+    service = make_service()
+    output = tmp_path / "round2.pt"
+    task = service.finetune(training_set, output, name="round2", settings=TINY_STEPS)
+    assert task.wait(600), task.to_json()
+    assert task.state == "done", task.to_json()
+    assert task.progress == 1.0 and task.result["model"] == "round2"
+    assert "round2" in service.models.names
+    described = {m["name"]: m for m in service.models.describe()}
+    assert described["round2"]["available"] and described["round2"]["model_type"] == "vit_b"
+    volume = ArrayVolume(blobs((2, 40, 50)), (1.0, 1.0, 1.0), key="round2-blobs")
+    mask = service.prompt(volume, "layer:x", "xy", 0, points_xyz=[[10.5, 10.5, 0.5]],
+                          point_labels=[1], model="round2")
+    assert mask.model_name == "round2"
+    with pytest.raises(InvalidRequestError, match="already named"):
+        service.finetune(training_set, tmp_path / "other.pt", name="round2",
+                         settings=TINY_STEPS)
+    with pytest.raises(InvalidRequestError, match="exists"):
+        service.finetune(training_set, output, name="round3", settings=TINY_STEPS)
