@@ -63,6 +63,53 @@ def add_sam_commands(commands: argparse._SubParsersAction) -> None:
                          choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
     segment.set_defaults(func=run_sam_segment)
 
+    export = commands.add_parser(
+        "collection-export",
+        help="write a collection's annotations as a training set",
+        description="Export the annotated items of an image folder (annotations in its "
+        "annotations/ folder) as image/label pairs, split into train and val by item, with "
+        "a manifest.json (item, author, time, classes, source of each object).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    export.add_argument("folder", type=Path, help="the collection's image folder")
+    export.add_argument("--output", required=True, type=Path, metavar="DIR",
+                        help="new folder for the training set")
+    export.add_argument("--layout", choices=["tiff", "cellpose", "ome-zarr"], default="tiff",
+                        help="tiff: images/ + labels/ (micro-sam, torch-em); cellpose: "
+                             "<item>.tif + <item>_masks.tif; ome-zarr: labels/instances")
+    export.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of the items held out for validation")
+    export.add_argument("--seed", type=int, default=0, help="seed of the train/val split")
+    export.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    export.set_defaults(func=run_collection_export)
+
+    tune = commands.add_parser(
+        "sam-finetune",
+        help="fine-tune a SAM model on a training set (micro-sam's trainer)",
+        description="Fine-tune a SAM / micro-sam checkpoint on a tiff-layout training set "
+        "(from collection-export) with micro-sam's training code, on CUDA when present, "
+        "else the CPU. Writes one checkpoint: serve it with --sam-model NAME=TYPE:OUTPUT.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    tune.add_argument("training_set", type=Path, metavar="DIR", help="tiff-layout training set")
+    tune.add_argument("--sam-model", required=True, metavar="[NAME=]TYPE:PATH",
+                      help="the checkpoint to start from (never downloaded)")
+    tune.add_argument("--output", required=True, type=Path, metavar="OUT.pt",
+                      help="the fine-tuned checkpoint to write")
+    tune.add_argument("--iterations", type=positive(int), default=1000,
+                      help="optimiser steps")
+    tune.add_argument("--patch", type=positive(int), default=256, help="patch side, pixels")
+    tune.add_argument("--batch-size", type=positive(int), default=1, help="patches per step")
+    tune.add_argument("--lr", type=float, default=1e-5, help="learning rate")
+    tune.add_argument("--objects", type=positive(int), default=25,
+                      help="objects sampled per batch")
+    tune.add_argument("--sam-device", choices=["cpu", "cuda"], default=None,
+                      help="device (default: CUDA when present, else CPU)")
+    tune.add_argument("--log-level", default="INFO",
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
+    tune.set_defaults(func=run_sam_finetune)
+
 
 def run_sam_segment(args: argparse.Namespace) -> int:
     import json
@@ -95,6 +142,57 @@ def run_sam_segment(args: argparse.Namespace) -> int:
             result = export_automatic(volume.base, model, params, args.output,
                                       plane=args.plane, start=args.start, stop=args.stop,
                                       progress=progress)
+    except (IlastikWebError, OSError, ValueError) as exc:
+        raise CommandError(str(exc) or type(exc).__name__) from None
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+def run_collection_export(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from ilastik_web.cli import CommandError
+    from ilastik_web.collections import Collection
+    from ilastik_web.collections.trainingset import export_training_set
+    from ilastik_web.errors import IlastikWebError
+
+    try:
+        manifest = export_training_set(Collection.from_folder(args.folder), args.output,
+                                       layout=args.layout, val_fraction=args.val_fraction,
+                                       seed=args.seed)
+    except (IlastikWebError, OSError, ValueError) as exc:
+        raise CommandError(str(exc) or type(exc).__name__) from None
+    splits = [entry["split"] for entry in manifest["items"]]
+    sys.stdout.write(json.dumps({"output": str(args.output), "train": splits.count("train"),
+                                 "val": splits.count("val"),
+                                 "classes": manifest["classes"]}) + "\n")
+    return 0
+
+
+def run_sam_finetune(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from tqdm import tqdm
+
+    from ilastik_web.cli import CommandError
+    from ilastik_web.errors import IlastikWebError
+    from ilastik_web.sam import ModelSpec
+    from ilastik_web.sam.finetune import FinetuneSettings, finetune
+
+    try:
+        settings = FinetuneSettings(iterations=args.iterations,
+                                    patch_shape=(args.patch, args.patch),
+                                    batch_size=args.batch_size, lr=args.lr,
+                                    n_objects_per_batch=args.objects)
+        with tqdm(desc="sam-finetune", unit="step", total=args.iterations) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.n = done
+                bar.refresh()
+
+            result = finetune(ModelSpec.parse(args.sam_model), args.training_set, args.output,
+                              settings, device=args.sam_device, progress=progress)
     except (IlastikWebError, OSError, ValueError) as exc:
         raise CommandError(str(exc) or type(exc).__name__) from None
     sys.stdout.write(json.dumps(result) + "\n")

@@ -30,7 +30,6 @@ def training_set(tmp_path):
 
     folder = tmp_path / "images"
     folder.mkdir()
-    collection = None
     for i in range(3):
         tifffile.imwrite(folder / f"img{i}.tif", blobs((1, 56, 60), seed=i)[0, 0])
     collection = Collection.from_folder(folder)
@@ -104,3 +103,43 @@ def test_finetune_task_offers_the_new_model(training_set, tmp_path, make_service
                          settings=TINY_STEPS)
     with pytest.raises(InvalidRequestError, match="exists"):
         service.finetune(training_set, output, name="round3", settings=TINY_STEPS)
+
+
+@pytest.mark.slow
+def test_cli_loop_export_then_finetune(tmp_path, tiny_checkpoint):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    root = Path(__file__).resolve().parents[2]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(2):
+        tifffile.imwrite(folder / f"c{i}.tif", blobs((1, 56, 60), seed=i)[0, 0])
+    collection = Collection.from_folder(folder)
+    for i in range(2):
+        labels = ndimage.label(blobs((1, 56, 60), seed=i)[0] > 100)[0].astype(np.uint32)
+        collection.save(f"c{i}", ItemAnnotation(labels))
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    cli = [sys.executable, "-m", "ilastik_web"]
+    done = subprocess.run([*cli, "collection-export", str(folder), "--output",
+                           str(tmp_path / "set"), "--val-fraction", "0.5"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["train"] == 1
+    done = subprocess.run([*cli, "sam-finetune", str(tmp_path / "set"), "--sam-model",
+                           f"vit_b:{tiny_checkpoint}", "--output", str(tmp_path / "t.pt"),
+                           "--iterations", "2", "--patch", "48", "--objects", "2",
+                           "--sam-device", "cpu", "--log-level", "WARNING"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["iterations"] == 2
+    assert load_model(ModelSpec("t", "vit_b", tmp_path / "t.pt"), "cpu").image_size == 256
+    again = subprocess.run([*cli, "collection-export", str(folder), "--output",
+                            str(tmp_path / "set")], capture_output=True, text=True, env=env,
+                           timeout=300)
+    assert again.returncode == 2 and "exists" in again.stderr
