@@ -128,6 +128,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
                        help="device for SAM (default: CUDA when present, else CPU)")
     serve.add_argument("--sam-cache", type=Path, default=None, metavar="DIR",
                        help="folder caching SAM embeddings on disk (default: memory only)")
+    serve.add_argument("--sam-cache-mb", type=positive(int), default=None, metavar="N",
+                       help="size limit of --sam-cache in MiB; least recently used embeddings "
+                            "are removed beyond it (default: no limit)")
     serve.set_defaults(func=run_serve)
 
 
@@ -267,6 +270,7 @@ def run_serve(args: argparse.Namespace) -> int:
         sam_models=tuple(args.sam_model),
         sam_device=args.sam_device,
         sam_cache_dir=args.sam_cache,
+        sam_cache_bytes=args.sam_cache_mb * (1 << 20) if args.sam_cache_mb else None,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, cache))

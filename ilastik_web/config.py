@@ -35,6 +35,8 @@ class ServerConfig:
         "cpu" or "cuda" for SAM; None: CUDA when present.
     sam_cache_dir
         Where SAM embeddings are cached on disk (None: memory only).
+    sam_cache_bytes
+        Size limit of that disk cache, least recently used embeddings evicted (None: none).
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +49,7 @@ class ServerConfig:
     sam_models: tuple[str, ...] = ()
     sam_device: str | None = None
     sam_cache_dir: Path | None = None
+    sam_cache_bytes: int | None = None
 
     @staticmethod
     def token_from_env() -> str | None:

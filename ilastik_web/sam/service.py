@@ -51,6 +51,8 @@ class SamSettings:
         In-memory embedding budget (a 1024² tile of a released model takes 4 MiB).
     embedding_dir
         On-disk (zarr) embedding cache; None: memory only.
+    embedding_disk_bytes
+        Size limit of the on-disk cache (least recently used entries go first); None: none.
     tile_size, halo
         Tiling of large slices (default tile: the model's input size).
     max_active_prompts
@@ -65,6 +67,7 @@ class SamSettings:
     device: str | None = None
     embedding_cache_bytes: int = 1 << 30
     embedding_dir: Path | None = None
+    embedding_disk_bytes: int | None = None
     tile_size: int | None = None
     halo: int = 64
     max_active_prompts: int = 8
@@ -88,6 +91,7 @@ class SamService:
         self.embeddings = EmbeddingStore(
             self.settings.embedding_cache_bytes, self.settings.embedding_dir,
             tile_size=self.settings.tile_size, halo=self.settings.halo,
+            disk_bytes=self.settings.embedding_disk_bytes,
         )
         self.masks = MaskStore()
         self.decoders = Decoders()

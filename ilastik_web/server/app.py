@@ -131,6 +131,7 @@ def create_app(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
         embedding_dir=config.sam_cache_dir,
+        embedding_disk_bytes=config.sam_cache_bytes,
     ))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
                             instances_dir=config.sam_cache_dir))
