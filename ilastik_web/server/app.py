@@ -134,7 +134,8 @@ def create_app(
         embedding_disk_bytes=config.sam_cache_bytes,
     ))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=cache,
-                            instances_dir=config.sam_cache_dir))
+                            instances_dir=config.sam_cache_dir,
+                            allowed_roots=config.allowed_roots or None))
 
     app = web.Application(
         middlewares=[cors_middleware, error_middleware, auth_middleware(ctx.policy, table)],

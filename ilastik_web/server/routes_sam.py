@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +30,7 @@ from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.automatic import AutoParams
+from ilastik_web.sam.finetune import FinetuneSettings
 from ilastik_web.sam.geometry import check_plane, in_plane_axes, slice_index_of
 from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
@@ -39,6 +40,7 @@ from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
 from ilastik_web.server.viewer_state import precomputed_path
+from ilastik_web.sources.location import check_allowed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,7 +106,8 @@ class _Instances:
 
 def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | None = None,
                *, cache: ArrayCache | None = None,
-               instances_dir: Path | None = None) -> list[Route]:
+               instances_dir: Path | None = None,
+               allowed_roots: Sequence[Path] | None = None) -> list[Route]:
     """Routes of the SAM prompt service.
 
     Parameters
@@ -120,6 +123,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         For the instance layers' coarser levels.
     instances_dir
         Where instance objects persist (a folder per source); None: in memory.
+    allowed_roots
+        Fine-tuning reads training sets and writes checkpoints only under these.
     """
     instances = _Instances(registry, cache or ArrayCache(64 << 20), instances_dir)
 
@@ -311,6 +316,36 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         payload["layer_id"] = layer.layer_id
         return web.json_response(payload, status=202)
 
+    async def finetune(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        paths = {}
+        for key in ("training_set", "output"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise InvalidRequestError(f"{key} must be a path on the server")
+            paths[key] = Path(body[key])
+            check_allowed(paths[key], allowed_roots, body[key])
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequestError("name (of the new model) must be a string")
+        options = body.get("settings", {})
+        if not isinstance(options, dict):
+            raise InvalidRequestError("settings must be a JSON object")
+        known = {"iterations", "patch", "batch_size", "lr", "n_objects_per_batch",
+                 "n_sub_iteration"}
+        if set(options) - known or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()):
+            raise InvalidRequestError(f"settings are numbers among {sorted(known)}")
+        if "patch" in options:
+            options = {**options, "patch_shape": (int(options["patch"]),) * 2}
+            del options["patch"]
+        settings = FinetuneSettings(**options)
+        try:
+            task = service.finetune(paths["training_set"], paths["output"], name=name,
+                                    settings=settings, model=model_of(body))
+        except TooManyRequestsError as exc:
+            raise too_many(exc) from None
+        return web.json_response(task.to_json(), status=202)
+
     async def get_task(request: web.Request) -> web.Response:
         return web.json_response(service.tasks.get(request.match_info["task_id"]).to_json())
 
@@ -388,6 +423,16 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               responses={202: "The queued task and the instance layer_id",
                          400: "Bad slice, region or parameters",
                          404: "No such layer, project or model", **busy}),
+        Route("POST", "/api/sam/finetune", finetune, name="sam_finetune", tags=tags,
+              permission="write",
+              summary="Fine-tune a model on a tiff-layout training set with micro-sam's "
+                      "trainer (a task: progress, cancel); when done the checkpoint is "
+                      "offered as the new model `name`",
+              request_body='{"training_set": dir, "output": "new.pt", "name": new model, '
+                           '"model"?: base, "settings"?: {"iterations", "patch", '
+                           '"batch_size", "lr", "n_objects_per_batch", "n_sub_iteration"}}',
+              responses={202: "The queued task", 400: "Bad paths, name or settings",
+                         403: "A path outside the allowed roots", **busy}),
         Route("GET", "/api/sam/tasks/{task_id}", get_task, name="sam_task", tags=tags,
               parameters=task_p,
               summary="A task: state (queued, running, done, failed, cancelled), progress "

@@ -27,7 +27,8 @@ def sam_app(make_service, volume, tmp_path):
         project = Project(None, volume)
         project.add_class("cell")
         hub.add("p1", project, source_layer_id="raw")
-        table = RouteTable(sam_routes(service, registry, hub, instances_dir=tmp_path / "obj"))
+        table = RouteTable(sam_routes(service, registry, hub, instances_dir=tmp_path / "obj",
+                                      allowed_roots=[tmp_path]))
         app = web.Application(middlewares=[error_middleware])
         table.register(app)
         app.on_cleanup.append(lambda app: asyncio.to_thread(hub.close))
@@ -206,3 +207,35 @@ async def test_segment_everything_refuses_bad_requests(aiohttp_client, sam_app, 
         task = service.tasks.get((await resp.json())["id"])
         assert task.wait(120) and task.state == "failed"
         assert "no instance decoder" in task.error
+
+
+async def test_finetune_route_checks_paths_and_runs(aiohttp_client, sam_app, tmp_path):
+    pytest.importorskip("micro_sam.training")
+    import numpy as np
+    import tifffile
+    from sam_fixtures import blobs
+    from scipy import ndimage
+
+    for split in ("train", "val"):
+        image = blobs((1, 56, 60), seed=len(split))[0, 0]
+        for kind, data in (("images", image), ("labels", ndimage.label(image > 100)[0])):
+            (tmp_path / "set" / split / kind).mkdir(parents=True)
+            tifffile.imwrite(tmp_path / "set" / split / kind / "a.tif", data.astype(np.uint16))
+    app, service, _, _ = sam_app()
+    client = await aiohttp_client(app)
+    good = {"training_set": str(tmp_path / "set"), "output": str(tmp_path / "r1.pt"),
+            "name": "r1", "settings": {"iterations": 2, "patch": 48,
+                                       "n_objects_per_batch": 2, "n_sub_iteration": 2}}
+    outside = await client.post("/api/sam/finetune", json={**good, "output": "/etc/x.pt"})
+    assert outside.status == 403
+    bad = await client.post("/api/sam/finetune", json={**good, "settings": {"colour": 1}})
+    assert bad.status == 400
+    resp = await client.post("/api/sam/finetune", json=good)
+    assert resp.status == 202, await resp.text()
+    task = service.tasks.get((await resp.json())["id"])
+    assert task.wait(600) and task.state == "done", task.to_json()
+    models = await (await client.get("/api/sam/models")).json()
+    assert "r1" in [m["name"] for m in models["models"]]
+    resp = await client.post("/api/sam/prompt", json={
+        "layer_id": "raw", "plane": "xy", "points_xyz": [[20.5, 20.5, 2.5]], "model": "r1"})
+    assert resp.status == 200, await resp.text()
