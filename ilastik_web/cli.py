@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     from ilastik_web.ilp.cli import add_commands as add_ilp_commands
 
     add_ilp_commands(commands)
+
+    from ilastik_web.cli_sam import add_sam_commands
+
+    add_sam_commands(commands)
     return parser
 
 
@@ -174,6 +178,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--engines", type=Path, default=None, metavar="FILE",
                        help="JSON file of named batch engines jobs may use, e.g. "
                             '{"hpc": {"kind": "slurm-rest", "rest_url": ..., "rest_user": ...}}')
+    serve.add_argument("--sam-cache-mb", type=positive(int), default=None, metavar="N",
+                       help="size limit of --sam-cache in MiB; least recently used embeddings "
+                            "are removed beyond it (default: no limit)")
     serve.set_defaults(func=run_serve)
 
 
@@ -375,6 +382,7 @@ def run_serve(args: argparse.Namespace) -> int:
         projects_dir=default_data_dir() / "projects",
         url_hosts=tuple(args.allow_url_host),
         allow_local_urls=args.allow_local_urls,
+        sam_cache_bytes=args.sam_cache_mb * (1 << 20) if args.sam_cache_mb else None,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, resources))

@@ -59,6 +59,8 @@ class ServerConfig:
         Hosts (or ``*.domain`` patterns) data URLs may name; empty: any host.
     allow_local_urls
         Let data URLs reach loopback and link-local addresses (refused by default).
+    sam_cache_bytes
+        Size limit of that disk cache, least recently used embeddings evicted (None: none).
     """
 
     host: str = "127.0.0.1"
@@ -81,6 +83,7 @@ class ServerConfig:
     projects_dir: Path | None = None
     url_hosts: tuple[str, ...] = ()
     allow_local_urls: bool = False
+    sam_cache_bytes: int | None = None
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -41,6 +41,7 @@ LAYERS = {
     "ilastik_web.ilp": APPLICATION,
     "ilastik_web.accounts": APPLICATION,
     "ilastik_web.exports": APPLICATION,
+    "ilastik_web.collections": APPLICATION,
     "hpc": APPLICATION,
     "hpc.slurm_rest": APPLICATION,
     "ilastik_web.config": WEB,
@@ -50,6 +51,7 @@ LAYERS = {
     "ilastik_web.server.metrics": WEB,
     "ilastik_web.server.logformat": WEB,
     "ilastik_web.cli": WEB,
+    "ilastik_web.cli_sam": WEB,
     "ilastik_web.__main__": WEB,
     "neuroglancer_ext": WEB,
 }

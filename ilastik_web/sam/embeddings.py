@@ -96,14 +96,22 @@ class EmbeddingStore:
         Largest tile side; default: each model's input size (1024 for released models).
     halo
         Context around each tile's inner region, in pixels.
+    disk_bytes
+        Size limit of the on-disk cache; beyond it the least recently used entries are
+        removed (use is the time an entry was last written or read). None: no limit.
     """
 
     def __init__(self, memory_bytes: int = 1 << 30, directory: Path | None = None, *,
-                 tile_size: int | None = None, halo: int = DEFAULT_HALO):
+                 tile_size: int | None = None, halo: int = DEFAULT_HALO,
+                 disk_bytes: int | None = None):
         self.memory = ArrayCache(memory_bytes)
         self.directory = Path(directory) if directory is not None else None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
+        if disk_bytes is not None and int(disk_bytes) <= 0:
+            raise InvalidRequestError("disk_bytes must be positive")
+        self.disk_bytes = int(disk_bytes) if disk_bytes is not None else None
+        self._evicted = 0
         self.tile_size = tile_size
         self.halo = int(halo)
         self._lock = threading.Lock()
@@ -162,6 +170,7 @@ class EmbeddingStore:
             try:
                 features = _read_zarr(path)
                 if features.shape[0] == len(tiles):
+                    _touch(path)
                     with self._lock:
                         self._disk_hits += 1
                     return features, False
@@ -174,7 +183,46 @@ class EmbeddingStore:
             self._computed += 1
         if path is not None:
             _write_zarr_atomic(path, features)
+            if self.disk_bytes is not None:
+                self.evict(keep=path)
         return features, True
+
+    def disk_usage(self) -> list[tuple[float, int, Path]]:
+        """(last use, bytes, path) of each on-disk entry."""
+        if self.directory is None:
+            return []
+        entries = []
+        for path in self.directory.glob("*/*.zarr"):
+            try:
+                used = path.stat().st_mtime
+                size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            except OSError:  # removed meanwhile (another process evicting)
+                continue
+            entries.append((used, size, path))
+        return entries
+
+    def evict(self, keep: Path | None = None) -> int:
+        """Remove least recently used entries until the cache fits ``disk_bytes``;
+        returns how many were removed. ``keep`` (the entry just written) stays."""
+        if self.disk_bytes is None or self.directory is None:
+            return 0
+        with self._lock:  # one eviction pass at a time in this process
+            entries = sorted(self.disk_usage())
+            total = sum(size for _, size, _ in entries)
+            removed = 0
+            for _, size, path in entries:
+                if total <= self.disk_bytes:
+                    break
+                if keep is not None and path == keep:
+                    continue
+                shutil.rmtree(path, ignore_errors=True)
+                total -= size
+                removed += 1
+            self._evicted += removed
+        if removed:
+            log.info("evicted %d SAM embeddings from %s (limit %d bytes)", removed,
+                     self.directory, self.disk_bytes)
+        return removed
 
 
 class Cancelled(Exception):
@@ -197,6 +245,14 @@ def embed_tiles(model: LoadedModel, image: np.ndarray, tiles: list[Tile],
             predictor.set_image(np.ascontiguousarray(image[tile.outer.slices]))
             out.append(predictor.features[0].float().cpu().numpy())
     return np.stack(out)
+
+
+def _touch(path: Path) -> None:
+    """Mark an entry as used now (the LRU order of the disk cache)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
 
 
 def _read_zarr(path: Path) -> np.ndarray:

@@ -108,7 +108,12 @@ class LoadedModel:
             from mobile_sam import SamPredictor  # type: ignore[import-not-found]
         else:
             from segment_anything import SamPredictor
-        return SamPredictor(self.sam)
+        predictor = SamPredictor(self.sam)
+        # What micro-sam's functions read from the predictors its own loader makes.
+        predictor.model_type = self.spec.model_type
+        predictor.model_name = self.spec.name
+        predictor._hash = self.model_hash
+        return predictor
 
 
 def file_hash(path: Path) -> str:
@@ -312,7 +317,15 @@ class ModelRegistry:
 
     @property
     def names(self) -> list[str]:
-        return list(self._specs)
+        with self._lock:
+            return list(self._specs)
+
+    def add(self, spec: ModelSpec) -> None:
+        """Offer one more model (e.g. a fine-tuned checkpoint); names stay unique."""
+        with self._lock:
+            if spec.name in self._specs:
+                raise InvalidRequestError(f"a model is already named {spec.name!r}")
+            self._specs[spec.name] = spec
 
     @property
     def default_name(self) -> str:
@@ -347,6 +360,7 @@ class ModelRegistry:
     def describe(self) -> list[dict]:
         with self._lock:
             loaded = dict(self._loaded)
+            specs = list(self._specs.values())
         return [
             {
                 "name": spec.name,
@@ -356,5 +370,5 @@ class ModelRegistry:
                 "loaded": spec.name in loaded,
                 "device": loaded[spec.name].device if spec.name in loaded else None,
             }
-            for spec in self._specs.values()
+            for spec in specs
         ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,9 @@ import numpy as np
 from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult
-from ilastik_web.sam.embeddings import EmbeddingStore
+from ilastik_web.sam.automatic import AutoParams, Decoders, objects_of, segment_everything
+from ilastik_web.sam.embeddings import Cancelled, EmbeddingStore, slice_image
+from ilastik_web.sam.finetune import FinetuneSettings, finetune
 from ilastik_web.sam.geometry import SlicePlane, SliceRef, check_plane, in_plane_axes
 from ilastik_web.sam.masks import MaskStore, SamMask
 from ilastik_web.sam.models import ModelRegistry, ModelSpec
@@ -49,6 +51,8 @@ class SamSettings:
         In-memory embedding budget (a 1024² tile of a released model takes 4 MiB).
     embedding_dir
         On-disk (zarr) embedding cache; None: memory only.
+    embedding_disk_bytes
+        Size limit of the on-disk cache (least recently used entries go first); None: none.
     tile_size, halo
         Tiling of large slices (default tile: the model's input size).
     max_active_prompts
@@ -63,6 +67,7 @@ class SamSettings:
     device: str | None = None
     embedding_cache_bytes: int = 1 << 30
     embedding_dir: Path | None = None
+    embedding_disk_bytes: int | None = None
     tile_size: int | None = None
     halo: int = 64
     max_active_prompts: int = 8
@@ -86,8 +91,10 @@ class SamService:
         self.embeddings = EmbeddingStore(
             self.settings.embedding_cache_bytes, self.settings.embedding_dir,
             tile_size=self.settings.tile_size, halo=self.settings.halo,
+            disk_bytes=self.settings.embedding_disk_bytes,
         )
         self.masks = MaskStore()
+        self.decoders = Decoders()
         self.tasks = TaskQueue(self.settings.task_workers, self.settings.max_pending_tasks)
         self.prompt_limit = AdmissionLimit(self.settings.max_active_prompts, "SAM prompts")
         #: Threads for prompts (embedding on demand, decoding): never the chunk-serving pool.
@@ -226,6 +233,87 @@ class SamService:
                     "stopped": result.stopped}
 
         return self.tasks.submit("propagate", params, run)
+
+    def segment_automatic(self, volume: LazyVolume, source: str, plane: str, index: int, *,
+                          params: AutoParams, region: Box | None = None, depth: int = 1,
+                          model: str | None = None, sink=None) -> Task:
+        """Segment every object of a slice region, or of a block of ``depth`` slices from
+        ``index`` on, with micro-sam's AMG or AIS (see :mod:`ilastik_web.sam.automatic`),
+        in the background.
+
+        ``region`` is a (row, column) box of the slice image (default: the whole slice).
+        ``sink(objects)`` receives the objects as (z, y, x) boxes and boolean masks when the
+        task finishes (e.g. an :class:`~ilastik_web.sam.instances.InstanceStore`'s adder)
+        and returns what the task's result reports as ``object_ids``.
+        """
+        first = SliceRef(volume.shape, check_plane(plane), index)  # type: ignore[arg-type]
+        depth = int(depth)
+        if not 1 <= depth <= MAX_TASK_SLICES or index + depth > volume.shape[first.normal]:
+            raise InvalidRequestError("the block's slices must lie inside the volume")
+        whole = Box.from_shape(first.image_shape)
+        region = whole if region is None else region.intersect(whole)
+        if region.is_empty:
+            raise InvalidRequestError("the region is empty or outside the slice")
+        spec = self.models.spec(model)
+        task_params = {"source": source, "plane": plane, "index": index, "depth": depth,
+                       "region": [list(region.start), list(region.stop)], "model": spec.name,
+                       **params.to_json()}
+
+        def run(task: Task) -> dict[str, Any]:
+            loaded = self.models.get(spec.name)
+            decoder = self.decoders.get(loaded) if params.method != "amg" else None
+            images = []
+            for i in range(depth):
+                if task.should_stop():
+                    raise Cancelled("automatic segmentation cancelled")
+                images.append(slice_image(volume, first.with_index(index + i))[region.slices])
+                task.report(0.1 * (i + 1) / depth, f"read slice {index + i}")
+            image = images[0] if depth == 1 else np.stack(images)
+            task.report(0.1, "segmenting")
+            labels = segment_everything(loaded, image, params, decoder,
+                                        halo=self.embeddings.halo)
+            if depth == 1:
+                labels = labels[None]
+            # (normal, rows, cols) -> (z, y, x)
+            order = [first.normal, *in_plane_axes(first.plane)]
+            labels_zyx = labels.transpose([order.index(a) for a in range(3)])
+            origin = [0, 0, 0]
+            origin[first.normal] = index
+            origin[order[1]], origin[order[2]] = region.start
+            objects = [(box.translate(origin), mask) for box, mask in objects_of(labels_zyx)]
+            ids = sink(objects) if sink is not None and objects else []
+            method = params.method
+            if method == "auto":
+                method = "ais" if decoder is not None else "amg"
+            return {"objects": len(objects), "method": method, "object_ids": list(ids)}
+
+        return self.tasks.submit("automatic", task_params, run)
+
+    def finetune(self, training_set: Path, output: Path, *, name: str,
+                 settings: FinetuneSettings, model: str | None = None) -> Task:
+        """Fine-tune ``model`` on a tiff-layout training set in the background (see
+        :mod:`ilastik_web.sam.finetune`); when done, the checkpoint at ``output`` is offered
+        as the new model ``name`` (same model type), ready for the next round of prompts.
+        """
+        base = self.models.spec(model)
+        new_spec = ModelSpec(name, base.model_type, Path(output))
+        if name in self.models.names:
+            raise InvalidRequestError(f"a model is already named {name!r}")
+        if Path(output).exists():
+            raise InvalidRequestError(f"{output} exists; choose a new checkpoint path")
+        params = {"training_set": str(training_set), "output": str(output), "name": name,
+                  "model": base.name, **asdict(settings)}
+
+        def run(task: Task) -> dict[str, Any]:
+            result = finetune(base, Path(training_set), Path(output), settings,
+                              device=self.settings.device,
+                              progress=lambda done, total: task.report(
+                                  done / max(total, 1), f"step {done} of {total}"),
+                              should_stop=task.should_stop)
+            self.models.add(new_spec)
+            return {**result, "model": name}
+
+        return self.tasks.submit("finetune", params, run)
 
     def _stack(self, volume: LazyVolume, seed: SamMask, masks: dict[int, np.ndarray]) -> SamMask:
         """One 3D mask from full-slice 2D masks, cropped to what they cover."""

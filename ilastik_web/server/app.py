@@ -129,9 +129,11 @@ def create_app(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
         embedding_dir=config.sam_cache_dir,
+        embedding_disk_bytes=config.sam_cache_bytes,
     ))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
-                            instances_dir=config.sam_cache_dir, access=ctx.access))
+                            instances_dir=config.sam_cache_dir, access=ctx.access,
+                            allowed_roots=config.allowed_roots or None))
 
     request_metrics = RequestMetrics()
     table.extend(metrics_routes(ctx, request_metrics))

@@ -20,16 +20,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ilastik_web.abc import LazyVolume
+from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
-from ilastik_web.sam.geometry import check_plane, slice_index_of
+from ilastik_web.sam.automatic import AutoParams
+from ilastik_web.sam.finetune import FinetuneSettings
+from ilastik_web.sam.geometry import check_plane, in_plane_axes, slice_index_of
 from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
 from ilastik_web.server.auth import Access, principal_of
@@ -40,6 +42,7 @@ from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
 from ilastik_web.server.viewer_state import precomputed_path
+from ilastik_web.sources.location import check_allowed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +109,8 @@ class _Instances:
 def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | None = None,
                *, cache: ArrayCache | None = None,
                instances_dir: Path | None = None,
-               access: Access | None = None) -> list[Route]:
+               access: Access | None = None,
+               allowed_roots: Sequence[Path] | None = None) -> list[Route]:
     """Routes of the SAM prompt service.
 
     Parameters
@@ -125,6 +129,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
     access
         The access rules: a ``project_id`` named in a body needs the annotator role on
         that project (the route's own role is checked by the access middleware).
+    allowed_roots
+        Fine-tuning reads training sets and writes checkpoints only under these.
     """
     instances = _Instances(registry, cache or ArrayCache(64 << 20), instances_dir)
 
@@ -307,6 +313,68 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         task_started(request, task)
         return web.json_response(task.to_json(), status=202)
 
+    async def automatic(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        source, volume = resolve_volume(body)
+        plane = check_plane(body.get("plane", "xy"))
+        index = _integer(body.get("index"), "index")
+        depth = _integer(body.get("depth", 1), "depth")
+        region = None
+        if body.get("region_xyz") is not None:
+            (x0, y0, z0), (x1, y1, z1) = _points(body["region_xyz"], "region_xyz")[:2]
+            start, stop = (z0, y0, x0), (z1, y1, x1)
+            rows, cols = in_plane_axes(plane)
+            region = Box((int(start[rows]), int(start[cols])),
+                         (int(-(-stop[rows] // 1)), int(-(-stop[cols] // 1))))
+        params = AutoParams.from_json(body.get("params", {}))
+        layer = instances.layer_for(source, volume)
+        loop = asyncio.get_running_loop()
+
+        def sink(objects) -> list[int]:
+            ids = [layer.store.add(box, mask) for box, mask in objects]
+            loop.call_soon_threadsafe(layer.changed)
+            return ids
+
+        try:
+            task = service.segment_automatic(volume, source, plane, index, depth=depth,
+                                             region=region, params=params,
+                                             model=model_of(body), sink=sink)
+        except TooManyRequestsError as exc:
+            raise too_many(exc) from None
+        payload = task.to_json()
+        payload["layer_id"] = layer.layer_id
+        return web.json_response(payload, status=202)
+
+    async def finetune(request: web.Request) -> web.Response:
+        body = await body_of(request)
+        paths = {}
+        for key in ("training_set", "output"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise InvalidRequestError(f"{key} must be a path on the server")
+            paths[key] = Path(body[key])
+            check_allowed(paths[key], allowed_roots, body[key])
+        name = body.get("name")
+        if not isinstance(name, str):
+            raise InvalidRequestError("name (of the new model) must be a string")
+        options = body.get("settings", {})
+        if not isinstance(options, dict):
+            raise InvalidRequestError("settings must be a JSON object")
+        known = {"iterations", "patch", "batch_size", "lr", "n_objects_per_batch",
+                 "n_sub_iteration"}
+        if set(options) - known or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()):
+            raise InvalidRequestError(f"settings are numbers among {sorted(known)}")
+        if "patch" in options:
+            options = {**options, "patch_shape": (int(options["patch"]),) * 2}
+            del options["patch"]
+        settings = FinetuneSettings(**options)
+        try:
+            task = service.finetune(paths["training_set"], paths["output"], name=name,
+                                    settings=settings, model=model_of(body))
+        except TooManyRequestsError as exc:
+            raise too_many(exc) from None
+        return web.json_response(task.to_json(), status=202)
+
     async def get_task(request: web.Request) -> web.Response:
         return web.json_response(service.tasks.get(request.match_info["task_id"]).to_json())
 
@@ -368,6 +436,32 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
               summary="Precompute the embeddings of slices start..stop-1 (a task)",
               request_body='{"layer_id" | "project_id", "plane", "start", "stop"?, "model"?}',
               responses={202: "The queued task", 400: "Bad range", **busy}),
+        Route("POST", "/api/sam/automatic", automatic, name="sam_automatic", tags=tags,
+              role="annotator",
+              summary="Segment everything on a slice (or its region), or on a block of "
+                      "depth slices, with micro-sam's AMG or AIS (a task); the objects found "
+                      "are added to the source's instance layer (the task result's "
+                      "object_ids)",
+              request_body='{"layer_id" | "project_id", "plane"?: "xy"|"xz"|"yz", "index": '
+                           'slice, "depth"?: 1, "region_xyz"?: [[x0, y0, z0], [x1, y1, z1]], '
+                           '"model"?, "params"?: {"method"?: "auto"|"amg"|"ais", '
+                           '"points_per_side"?, "pred_iou_thresh"?, "stability_score_thresh"?,'
+                           ' "box_nms_thresh"?, "center_distance_threshold"?, '
+                           '"boundary_distance_threshold"?, "foreground_threshold"?, '
+                           '"min_size"?}}',
+              responses={202: "The queued task and the instance layer_id",
+                         400: "Bad slice, region or parameters",
+                         404: "No such layer, project or model", **busy}),
+        Route("POST", "/api/sam/finetune", finetune, name="sam_finetune", tags=tags,
+              role="admin",
+              summary="Fine-tune a model on a tiff-layout training set with micro-sam's "
+                      "trainer (a task: progress, cancel); when done the checkpoint is "
+                      "offered as the new model `name`",
+              request_body='{"training_set": dir, "output": "new.pt", "name": new model, '
+                           '"model"?: base, "settings"?: {"iterations", "patch", '
+                           '"batch_size", "lr", "n_objects_per_batch", "n_sub_iteration"}}',
+              responses={202: "The queued task", 400: "Bad paths, name or settings",
+                         403: "A path outside the allowed roots", **busy}),
         Route("GET", "/api/sam/tasks/{task_id}", get_task, name="sam_task", tags=tags,
               parameters=task_p,
               summary="A task: state (queued, running, done, failed, cancelled), progress "

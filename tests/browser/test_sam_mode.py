@@ -275,6 +275,7 @@ def test_sam_disabled_without_models(demo_server, browser):
     page.wait_for_function("ilastikWeb.sam.unavailable && ilastikWeb.sam.unavailable"
                            ".includes('--sam-model')", timeout=10_000)
     assert not page.is_enabled("#iw-sam")
+    assert not page.is_enabled("#iw-sam-auto-run")
     assert "--sam-model" in page.get_attribute("#iw-sam", "title")
     page.keyboard.press("m")
     assert page.evaluate("ilastikWeb.sam.mode") is False
@@ -282,5 +283,39 @@ def test_sam_disabled_without_models(demo_server, browser):
     # The help lists the SAM keys.
     page.keyboard.press("?")
     assert "SAM mode" in page.locator("#iw-help").inner_text()
+    assert not errors, errors
+    page.close()
+
+
+def test_segment_everything_button(sam_server, browser):
+    """The button segments the slice the viewer is on (micro-sam's AMG) and the objects
+    land in the project's instance layer, which appears in the viewer."""
+    pytest.importorskip("micro_sam")
+    base = sam_server["base"]
+    api(base, f"/api/projects/{PROJECT}/live", "PUT", {"enabled": False})
+    page, errors = _open_viewer(browser, sam_server["url"])
+    page.wait_for_function("ilastikWeb.sam.unavailable === null && ilastikWeb.samAuto",
+                           timeout=10_000)
+    assert page.is_enabled("#iw-sam-auto-run")
+    position = page.evaluate("viewer.state.toJSON().position")
+    page.select_option("#iw-sam-auto-method", "amg")
+    page.fill("#iw-sam-auto-points", "4")
+    with page.expect_response(lambda r: r.url.endswith("/api/sam/automatic")) as answer:
+        page.click("#iw-sam-auto-run")
+    assert answer.value.status == 202
+    queued = answer.value.json()
+    sent = page.evaluate("ilastikWeb.samAuto.lastBody")
+    assert sent["plane"] == "xy" and sent["index"] == int(position[2] // 1)
+    assert sent["params"] == {"method": "amg", "points_per_side": 4}
+    page.wait_for_function("ilastikWeb.samAuto.task === null", timeout=600_000)
+    result = page.evaluate("ilastikWeb.samAuto.lastResult")
+    assert result is not None, page.locator(".iw-status").inner_text()
+    assert result["method"] == "amg"
+    assert page.locator("#iw-sam-auto-info").inner_text().startswith(f"{result['objects']} ")
+    task = api(base, f"/api/sam/tasks/{queued['id']}")
+    assert task["state"] == "done" and task["result"] == result
+    page.wait_for_function(
+        "(name) => viewer.layerManager.managedLayers.some((m) => m.name === name)",
+        arg=queued["layer_id"], timeout=30_000)
     assert not errors, errors
     page.close()

@@ -53,3 +53,17 @@ def make_service(tiny_checkpoint):
     yield factory
     for service in services:
         service.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_checkpoint(tmp_path_factory) -> Path:
+    """A tiny SAM with a random micro-sam UNETR instance decoder, stored as micro-sam does."""
+    from micro_sam.instance_segmentation import get_unetr
+
+    sam = build_tiny_sam()
+    unetr = get_unetr(sam.image_encoder, device="cpu")
+    decoder = {k: v for k, v in unetr.state_dict().items() if not k.startswith("encoder")}
+    path = tmp_path_factory.mktemp("sam") / "tiny_vit_b_lm_decoder.pt"
+    torch.save({"model_state": {f"sam.{k}": v for k, v in sam.state_dict().items()},
+                "decoder_state": decoder}, path)
+    return path

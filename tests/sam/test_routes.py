@@ -27,7 +27,8 @@ def sam_app(make_service, volume, tmp_path):
         project = Project(None, volume)
         project.add_class("cell")
         hub.add("p1", project, source_layer_id="raw")
-        table = RouteTable(sam_routes(service, registry, hub, instances_dir=tmp_path / "obj"))
+        table = RouteTable(sam_routes(service, registry, hub, instances_dir=tmp_path / "obj",
+                                      allowed_roots=[tmp_path]))
         app = web.Application(middlewares=[error_middleware])
         table.register(app)
         app.on_cleanup.append(lambda app: asyncio.to_thread(hub.close))
@@ -165,3 +166,76 @@ async def test_a_slow_prompt_does_not_block_other_requests(aiohttp_client, sam_a
     assert resp.status == 200
     release.set()
     await blocked
+
+
+async def test_segment_everything_fills_the_instance_layer(aiohttp_client, sam_app):
+    pytest.importorskip("micro_sam")
+    app, service, registry, _ = sam_app()
+    client = await aiohttp_client(app)
+    resp = await client.post("/api/sam/automatic", json={
+        "layer_id": "raw", "plane": "xy", "index": 2,
+        "region_xyz": [[5, 4, 2], [45.5, 30, 3]],
+        "params": {"method": "amg", "points_per_side": 6, "pred_iou_thresh": 0,
+                   "stability_score_thresh": 0}})
+    assert resp.status == 202, await resp.text()
+    queued = await resp.json()
+    task = service.tasks.get(queued["id"])
+    assert task.wait(300) and task.state == "done", task.to_json()
+    polled = await (await client.get(f"/api/sam/tasks/{queued['id']}")).json()
+    assert polled["result"]["method"] == "amg" and polled["result"]["objects"] >= 1
+    layer = registry.get(queued["layer_id"])
+    assert layer.store.object_ids == polled["result"]["object_ids"]
+    box, _ = layer.store._objects[polled["result"]["object_ids"][0]]
+    assert box.start[0] == 2 and box.stop[0] == 3
+    assert box.start[1] >= 4 and box.stop[1] <= 30 and box.start[2] >= 5 and box.stop[2] <= 46
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"layer_id": "raw", "index": 99}, 400),
+    ({"layer_id": "raw", "index": 1, "params": {"method": "nope"}}, 400),
+    ({"layer_id": "raw", "index": 1, "params": {"method": "ais"}}, 202),  # fails in the task
+    ({"layer_id": "raw", "index": 1, "region_xyz": [[60, 60, 1], [70, 70, 2]]}, 400),
+    ({"layer_id": "nope", "index": 1}, 404),
+])
+async def test_segment_everything_refuses_bad_requests(aiohttp_client, sam_app, body, status):
+    pytest.importorskip("micro_sam")
+    app, service, _, _ = sam_app()
+    client = await aiohttp_client(app)
+    resp = await client.post("/api/sam/automatic", json=body)
+    assert resp.status == status, await resp.text()
+    if status == 202:
+        task = service.tasks.get((await resp.json())["id"])
+        assert task.wait(120) and task.state == "failed"
+        assert "no instance decoder" in task.error
+
+
+async def test_finetune_route_checks_paths_and_runs(aiohttp_client, sam_app, tmp_path):
+    pytest.importorskip("micro_sam.training")
+    import numpy as np
+    import tifffile
+    from sam_fixtures import blobs
+    from scipy import ndimage
+
+    for split in ("train", "val"):
+        image = blobs((1, 56, 60), seed=len(split))[0, 0]
+        for kind, data in (("images", image), ("labels", ndimage.label(image > 100)[0])):
+            (tmp_path / "set" / split / kind).mkdir(parents=True)
+            tifffile.imwrite(tmp_path / "set" / split / kind / "a.tif", data.astype(np.uint16))
+    app, service, _, _ = sam_app()
+    client = await aiohttp_client(app)
+    good = {"training_set": str(tmp_path / "set"), "output": str(tmp_path / "r1.pt"),
+            "name": "r1", "settings": {"iterations": 2, "patch": 48,
+                                       "n_objects_per_batch": 2, "n_sub_iteration": 2}}
+    outside = await client.post("/api/sam/finetune", json={**good, "output": "/etc/x.pt"})
+    assert outside.status == 403
+    bad = await client.post("/api/sam/finetune", json={**good, "settings": {"colour": 1}})
+    assert bad.status == 400
+    resp = await client.post("/api/sam/finetune", json=good)
+    assert resp.status == 202, await resp.text()
+    task = service.tasks.get((await resp.json())["id"])
+    assert task.wait(600) and task.state == "done", task.to_json()
+    models = await (await client.get("/api/sam/models")).json()
+    assert "r1" in [m["name"] for m in models["models"]]
+    resp = await client.post("/api/sam/prompt", json={
+        "layer_id": "raw", "plane": "xy", "points_xyz": [[20.5, 20.5, 2.5]], "model": "r1"})
+    assert resp.status == 200, await resp.text()

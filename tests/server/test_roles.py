@@ -43,6 +43,7 @@ EXPECTED = {
     "sam_prompt": "annotator", "sam_reject": "annotator", "sam_accept": "annotator",
     "sam_propagate": "annotator", "sam_precompute": "annotator",
     "sam_cancel_task": "annotator", "sam_delete_object": "annotator",
+    "sam_automatic": "annotator", "sam_finetune": "admin",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 
