@@ -40,7 +40,7 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 TERMINAL = (DONE, FAILED, CANCELLED)
-FORMATS = ("ome-zarr", "n5", "precomputed", "hdf5", "tiff")
+FORMATS = ("ome-zarr", "ome-zarr-0.5", "n5", "precomputed", "hdf5", "tiff")
 
 
 @dataclass(frozen=True)

@@ -101,15 +101,36 @@ def _zarr_dtype(dtype: str) -> str:
     return {"uint8": "|u1", "float32": "<f4"}[dtype]
 
 
-def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = None) -> dict:
+def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = None, *,
+               zarr3: bool = False, channel: bool = True) -> dict:
+    """A (c, z, y, x) array (or (z, y, x) without ``channel``), zarr v2 or v3."""
     spatial = tuple(shape) if shape is not None else layout.shape
     chunks = [min(c, s) for c, s in zip(layout.chunk_shape, spatial, strict=True)]
+    full_shape = [layout.channels, *spatial] if channel else list(spatial)
+    full_chunks = [layout.channel_chunk, *chunks] if channel else chunks
+    kvstore = {"driver": "file", "path": str(path)}
+    if zarr3:
+        return {
+            "driver": "zarr3",
+            "kvstore": kvstore,
+            "metadata": {
+                "shape": full_shape,
+                "chunk_grid": {"name": "regular",
+                               "configuration": {"chunk_shape": full_chunks}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "data_type": layout.dtype,
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                           {"name": "gzip", "configuration": {"level": 1}}],
+                "fill_value": 0,
+                "dimension_names": (["c"] if channel else []) + ["z", "y", "x"],
+            },
+        }
     return {
         "driver": "zarr",
-        "kvstore": {"driver": "file", "path": str(path)},
+        "kvstore": kvstore,
         "metadata": {
-            "shape": [layout.channels, *spatial],
-            "chunks": [layout.channel_chunk, *chunks],
+            "shape": full_shape,
+            "chunks": full_chunks,
             "dtype": _zarr_dtype(layout.dtype),
             "compressor": {"id": "zlib", "level": 1},
             "fill_value": 0,
@@ -117,6 +138,20 @@ def _zarr_spec(path: Path, layout: OutputLayout, shape: Sequence[int] | None = N
             "dimension_separator": "/",
         },
     }
+
+
+def _write_group(folder: Path, ome: dict, version: str) -> None:
+    """A zarr group with OME metadata: v2 ``.zgroup``/``.zattrs`` (0.4) or v3 ``zarr.json``
+    with everything under ``attributes.ome`` (0.5)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if version == "0.4":
+        (folder / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        if ome:
+            (folder / ".zattrs").write_text(json.dumps(ome, indent=2))
+        return
+    attributes = {"ome": {"version": version, **ome}} if ome else {}
+    (folder / "zarr.json").write_text(json.dumps(
+        {"zarr_format": 3, "node_type": "group", "attributes": attributes}, indent=2))
 
 
 def _xyzc_spec(driver: str, path: Path, layout: OutputLayout) -> dict:
@@ -150,7 +185,8 @@ class OutputStore:
     Parameters
     ----------
     format
-        ``ome-zarr``, ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
+        ``ome-zarr`` (NGFF 0.4, zarr v2: what ilastik, BigDataViewer and MoBIE read),
+        ``ome-zarr-0.5`` (zarr v3), ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
     output
         The final path.
     staging
@@ -175,16 +211,25 @@ class OutputStore:
         return self.format in ("hdf5", "tiff")
 
     @property
+    def ome_version(self) -> str | None:
+        """The NGFF version written, or None for the other formats."""
+        return {"ome-zarr": "0.4", "ome-zarr-0.5": "0.5"}.get(self.format)
+
+    @property
+    def _zarr3(self) -> bool:
+        return self.ome_version == "0.5"
+
+    @property
     def _array_path(self) -> Path:
         if self.staged:
             return self.staging
-        if self.format == "ome-zarr":
+        if self.ome_version is not None:
             return self.output / "0"
         return self.output
 
     def _spec(self) -> dict:
-        if self.format in ("ome-zarr", "hdf5", "tiff"):
-            return _zarr_spec(self._array_path, self.layout)
+        if self.ome_version is not None or self.staged:
+            return _zarr_spec(self._array_path, self.layout, zarr3=self._zarr3)
         return _xyzc_spec("n5" if self.format == "n5" else "precomputed", self.output,
                           self.layout)
 
@@ -193,9 +238,8 @@ class OutputStore:
         if self._array_path.exists() and any(self._array_path.iterdir()):
             self._open()  # resuming: the store must still match
             return
-        if self.format == "ome-zarr":
-            self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
+        if self.ome_version is not None:
+            _write_group(self.output, {}, self.ome_version)
         spec = dict(self._spec(), create=True, delete_existing=False)
         self._store = ts.open(spec).result()
         if self.format == "n5":
@@ -240,7 +284,7 @@ class OutputStore:
 
     def finalize(self) -> None:
         """Pyramid and metadata (OME-Zarr) or conversion (HDF5, TIFF); idempotent."""
-        if self.format == "ome-zarr":
+        if self.ome_version is not None:
             self._write_pyramid()
         elif self.format == "hdf5":
             self._convert_hdf5()
@@ -264,8 +308,8 @@ class OutputStore:
         previous = self._open()
         for level, factors in enumerate(factors_list, start=1):
             new_shape = tuple(-(-s // f) for s, f in zip(shape, factors, strict=True))
-            spec = dict(_zarr_spec(self.output / str(level), layout, new_shape),
-                        create=True, delete_existing=True)
+            spec = dict(_zarr_spec(self.output / str(level), layout, new_shape,
+                                   zarr3=self._zarr3), create=True, delete_existing=True)
             current = ts.open(spec).result()
             # Blocks of whole output chunks, read from the finer level with its factors.
             step = [c * 2 for c in layout.chunk_shape]
@@ -279,40 +323,43 @@ class OutputStore:
             previous, shape = current, new_shape
             shapes.append(new_shape)
         kind = "mode" if labelled else "mean"
+        version = self.ome_version or "0.4"
         attributes: dict = {"multiscales": multiscales(layout.export, scales, channel=True,
-                                                       kind=kind)}
+                                                       kind=kind, version=version)}
         if layout.export == "probabilities" and layout.channel_values:
             maximum = 255 if layout.dtype == "uint8" else 1
             attributes["omero"] = omero(
-                classes_for_values(layout.channel_values, layout.classes), maximum=maximum)
+                classes_for_values(layout.channel_values, layout.classes), maximum=maximum,
+                version=version)
         if labelled:
             self._write_label_image(layout.label_image_name, scales, shapes, kind)
-        (self.output / ".zattrs").write_text(json.dumps(attributes, indent=2))
+        _write_group(self.output, attributes, version)
 
     def _write_label_image(self, name: str, scales: list, shapes: list, kind: str) -> None:
         """Every level again, without the channel axis, as ``labels/<name>/``."""
         layout = self.layout
+        version = self.ome_version or "0.4"
         root = self.output / "labels"
         group = root / name
-        group.mkdir(parents=True, exist_ok=True)
-        for folder in (root, group):
-            (folder / ".zgroup").write_text(json.dumps({"zarr_format": 2}))
-        (root / ".zattrs").write_text(json.dumps({"labels": [name]}, indent=2))
+        _write_group(root, {"labels": [name]}, version)
         for level, level_shape in enumerate(shapes):
-            source = ts.open(_zarr_spec(self.output / str(level), layout, level_shape)).result()
+            source = ts.open(_zarr_spec(self.output / str(level), layout, level_shape,
+                                        zarr3=self._zarr3)).result()
             spatial = tuple(source.shape[1:])
-            spec = _zarr_spec(group / str(level), layout, spatial)
-            spec["metadata"]["shape"] = spec["metadata"]["shape"][1:]
-            spec["metadata"]["chunks"] = spec["metadata"]["chunks"][1:]
+            spec = _zarr_spec(group / str(level), layout, spatial, zarr3=self._zarr3,
+                              channel=False)
             target = ts.open(dict(spec, create=True, delete_existing=True)).result()
             depth = layout.chunk_shape[0]
             for z0 in range(0, spatial[0], depth):
                 slab = source[0, z0 : z0 + depth].read().result()
                 target[z0 : z0 + depth].write(slab).result()
         values = sorted({c.value for c in layout.classes})
-        attributes = {"multiscales": multiscales(name, scales, channel=False, kind=kind),
-                      "image-label": image_label(classes_for_values(values, layout.classes))}
-        (group / ".zattrs").write_text(json.dumps(attributes, indent=2))
+        attributes = {
+            "multiscales": multiscales(name, scales, channel=False, kind=kind, version=version),
+            "image-label": image_label(classes_for_values(values, layout.classes),
+                                       version=version),
+        }
+        _write_group(group, attributes, version)
 
     def _convert_hdf5(self) -> None:
         layout = self.layout

@@ -31,8 +31,8 @@ from ilastik_web.sources.location import check_allowed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SUFFIX = {"ome-zarr": ".ome.zarr", "n5": ".n5", "precomputed": ".precomputed",
-           "hdf5": ".h5", "tiff": ".tif"}
+_SUFFIX = {"ome-zarr": ".ome.zarr", "ome-zarr-0.5": ".ome.zarr", "n5": ".n5",
+           "precomputed": ".precomputed", "hdf5": ".h5", "tiff": ".tif"}
 _ENGINE_FIELDS = ("kind", "workers", "threads", "address", "partition", "account", "time",
                   "mem", "cpus", "gpus", "blocks_per_task")
 _PROJECT = Param("project_id", description="Project id")
