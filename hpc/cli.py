@@ -91,7 +91,9 @@ def add_commands(subparsers) -> None:
                          help="output path; with several inputs it must contain {name}")
     predict.add_argument("--export", required=True, choices=OUTPUTS)
     predict.add_argument("--format", choices=FORMATS,
-                         help="output format (default: from the output's suffix)")
+                         help="output format (default: from the output's suffix; .ome.zarr is "
+                              "OME-Zarr 0.4, which ilastik, BigDataViewer and MoBIE read; "
+                              "ome-zarr-0.5 writes zarr v3)")
     predict.add_argument("--roi", help="region z0:z1,y0:y1,x0:x1 (voxels of --level)")
     predict.add_argument("--level", type=non_negative_int, default=0, help="pyramid level")
     predict.add_argument("--memory", type=parse_bytes, default=1 << 30,

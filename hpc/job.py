@@ -40,7 +40,7 @@ FAILED = "FAILED"
 CANCELLED = "CANCELLED"
 STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 TERMINAL = (DONE, FAILED, CANCELLED)
-FORMATS = ("ome-zarr", "n5", "precomputed", "hdf5", "tiff")
+FORMATS = ("ome-zarr", "ome-zarr-0.5", "n5", "precomputed", "hdf5", "tiff")
 ENGINE_KINDS = ("local", "dask", "slurm", "slurm-rest")
 #: Engines whose blocks run as Slurm array jobs (state from the cluster, not a thread).
 SLURM_KINDS = ("slurm", "slurm-rest")

@@ -112,15 +112,36 @@ def _file_kv(path: Path) -> dict:
     return {"driver": "file", "path": str(path)}
 
 
-def _zarr_spec(kvstore: dict, layout: OutputLayout, shape: Sequence[int] | None = None) -> dict:
+def _zarr_spec(kvstore: dict, layout: OutputLayout, shape: Sequence[int] | None = None, *,
+               zarr3: bool = False, channel: bool = True) -> dict:
+    """A (c, z, y, x) array (or (z, y, x) without ``channel``), zarr v2 or v3, in
+    ``kvstore``."""
     spatial = tuple(shape) if shape is not None else layout.shape
     chunks = [min(c, s) for c, s in zip(layout.chunk_shape, spatial, strict=True)]
+    full_shape = [layout.channels, *spatial] if channel else list(spatial)
+    full_chunks = [layout.channel_chunk, *chunks] if channel else chunks
+    if zarr3:
+        return {
+            "driver": "zarr3",
+            "kvstore": kvstore,
+            "metadata": {
+                "shape": full_shape,
+                "chunk_grid": {"name": "regular",
+                               "configuration": {"chunk_shape": full_chunks}},
+                "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                "data_type": layout.dtype,
+                "codecs": [{"name": "bytes", "configuration": {"endian": "little"}},
+                           {"name": "gzip", "configuration": {"level": 1}}],
+                "fill_value": 0,
+                "dimension_names": (["c"] if channel else []) + ["z", "y", "x"],
+            },
+        }
     return {
         "driver": "zarr",
         "kvstore": kvstore,
         "metadata": {
-            "shape": [layout.channels, *spatial],
-            "chunks": [layout.channel_chunk, *chunks],
+            "shape": full_shape,
+            "chunks": full_chunks,
             "dtype": _zarr_dtype(layout.dtype),
             "compressor": {"id": "zlib", "level": 1},
             "fill_value": 0,
@@ -156,7 +177,7 @@ def _xyzc_spec(driver: str, kvstore: dict, layout: OutputLayout) -> dict:
 
 
 #: Formats whose output is a folder (the others are one file).
-FOLDER_FORMATS = ("ome-zarr", "n5", "precomputed")
+FOLDER_FORMATS = ("ome-zarr", "ome-zarr-0.5", "n5", "precomputed")
 
 
 def reserve_output(path: Path, format: str) -> None:
@@ -263,7 +284,7 @@ class _ObjectTarget:
 
 
 #: Metadata objects, uploaded once at creation (not again with every block).
-_METADATA_KEYS = (".zarray", ".zattrs", ".zgroup", "attributes.json", "info")
+_METADATA_KEYS = (".zarray", ".zattrs", ".zgroup", "zarr.json", "attributes.json", "info")
 
 
 class OutputStore:
@@ -272,7 +293,8 @@ class OutputStore:
     Parameters
     ----------
     format
-        ``ome-zarr``, ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
+        ``ome-zarr`` (NGFF 0.4, zarr v2: what ilastik, BigDataViewer and MoBIE read),
+        ``ome-zarr-0.5`` (zarr v3), ``n5``, ``precomputed``, ``hdf5`` or ``tiff``.
     output
         The final path, or an ``s3://bucket/folder`` in object storage (OME-Zarr, N5
         and precomputed; credentials as :mod:`ilastik_web.sources.s3` reads them).
@@ -302,17 +324,26 @@ class OutputStore:
         return self.format in ("hdf5", "tiff")
 
     @property
+    def ome_version(self) -> str | None:
+        """The NGFF version written, or None for the other formats."""
+        return {"ome-zarr": "0.4", "ome-zarr-0.5": "0.5"}.get(self.format)
+
+    @property
+    def _zarr3(self) -> bool:
+        return self.ome_version == "0.5"
+
+    @property
     def _array_path(self) -> Path:
         assert self.output is not None
         if self.staged:
             return self.staging
-        if self.format == "ome-zarr":
+        if self.ome_version is not None:
             return self.output / "0"
         return self.output
 
     def _kvstore(self, level: int | None = None) -> dict:
         """The kvstore of the written array (``level``: an OME-Zarr pyramid level)."""
-        if level is None and self.format == "ome-zarr":
+        if level is None and self.ome_version is not None:
             level = 0
         if self.target is not None:
             return self.target.kvstore(None if level is None else str(level))
@@ -322,14 +353,14 @@ class OutputStore:
         return _file_kv(self.output if level is None else self.output / str(level))
 
     def _spec(self) -> dict:
-        if self.format in ("ome-zarr", "hdf5", "tiff"):
-            return _zarr_spec(self._kvstore(), self.layout)
+        if self.ome_version is not None or self.staged:
+            return _zarr_spec(self._kvstore(), self.layout, zarr3=self._zarr3)
         return _xyzc_spec("n5" if self.format == "n5" else "precomputed", self._kvstore(),
                           self.layout)
 
     def _exists(self) -> bool:
         if self.target is not None:
-            return self.target.has_data("0" if self.format == "ome-zarr" else None)
+            return self.target.has_data("0" if self.ome_version is not None else None)
         return self._array_path.exists() and any(self._array_path.iterdir())
 
     def create(self) -> None:
@@ -337,14 +368,8 @@ class OutputStore:
         if self._exists():
             self._open()  # resuming: the store must still match
             return
-        if self.format == "ome-zarr":
-            group = json.dumps({"zarr_format": 2})
-            if self.target is not None:
-                self.target.write_bytes(".zgroup", group.encode())
-            else:
-                assert self.output is not None
-                self.output.mkdir(parents=True, exist_ok=True)
-                (self.output / ".zgroup").write_text(group)
+        if self.ome_version is not None:
+            self._write_group("", {}, self.ome_version)
         if self.target is not None:
             self.target.create(self._spec())
         else:
@@ -408,7 +433,7 @@ class OutputStore:
 
     def finalize(self) -> None:
         """Pyramid and metadata (OME-Zarr) or conversion (HDF5, TIFF); idempotent."""
-        if self.format == "ome-zarr":
+        if self.ome_version is not None:
             self._write_pyramid()
         elif self.format == "hdf5":
             self._convert_hdf5()
@@ -432,7 +457,7 @@ class OutputStore:
         previous = self._open()
         for level, factors in enumerate(factors_list, start=1):
             new_shape = tuple(-(-s // f) for s, f in zip(shape, factors, strict=True))
-            spec = _zarr_spec(self._kvstore(level), layout, new_shape)
+            spec = _zarr_spec(self._kvstore(level), layout, new_shape, zarr3=self._zarr3)
             if self.target is not None:
                 self.target.create(spec)
             else:
@@ -454,15 +479,17 @@ class OutputStore:
             previous, shape = current, new_shape
             shapes.append(new_shape)
         kind = "mode" if labelled else "mean"
+        version = self.ome_version or "0.4"
         attributes: dict = {"multiscales": multiscales(layout.export, scales, channel=True,
-                                                       kind=kind)}
+                                                       kind=kind, version=version)}
         if layout.export == "probabilities" and layout.channel_values:
             maximum = 255 if layout.dtype == "uint8" else 1
             attributes["omero"] = omero(
-                classes_for_values(layout.channel_values, layout.classes), maximum=maximum)
+                classes_for_values(layout.channel_values, layout.classes), maximum=maximum,
+                version=version)
         if labelled:
             self._write_label_image(layout.label_image_name, scales, shapes, kind)
-        self._put_json(".zattrs", attributes)
+        self._write_group("", attributes, version)
 
     def _sub_kvstore(self, sub: str) -> dict:
         """The kvstore of ``sub`` (a path inside the output folder)."""
@@ -471,20 +498,33 @@ class OutputStore:
         assert self.output is not None
         return _file_kv(self.output / sub)
 
+    def _write_group(self, sub: str, ome: dict, version: str) -> None:
+        """A zarr group at ``sub`` ("": the output itself) with OME metadata: v2
+        ``.zgroup``/``.zattrs`` (0.4) or v3 ``zarr.json`` with it under
+        ``attributes.ome`` (0.5)."""
+        prefix = f"{sub}/" if sub else ""
+        if version == "0.4":
+            self._put_json(f"{prefix}.zgroup", {"zarr_format": 2})
+            if ome:
+                self._put_json(f"{prefix}.zattrs", ome)
+            return
+        attributes = {"ome": {"version": version, **ome}} if ome else {}
+        self._put_json(f"{prefix}zarr.json",
+                       {"zarr_format": 3, "node_type": "group", "attributes": attributes})
+
     def _write_label_image(self, name: str, scales: list, shapes: list, kind: str) -> None:
         """Every level again, without the channel axis, as ``labels/<name>/``."""
         layout = self.layout
+        version = self.ome_version or "0.4"
         prefix = f"labels/{name}"
-        for folder in ("labels", prefix):
-            self._put_json(f"{folder}/.zgroup", {"zarr_format": 2})
-        self._put_json("labels/.zattrs", {"labels": [name]})
+        self._write_group("labels", {"labels": [name]}, version)
         depth = layout.chunk_shape[0]
         for level, level_shape in enumerate(shapes):
-            source = ts.open(_zarr_spec(self._kvstore(level), layout, level_shape)).result()
+            source = ts.open(_zarr_spec(self._kvstore(level), layout, level_shape,
+                                        zarr3=self._zarr3)).result()
             spatial = tuple(source.shape[1:])
-            spec = _zarr_spec(self._sub_kvstore(f"{prefix}/{level}"), layout, spatial)
-            spec["metadata"]["shape"] = spec["metadata"]["shape"][1:]
-            spec["metadata"]["chunks"] = spec["metadata"]["chunks"][1:]
+            spec = _zarr_spec(self._sub_kvstore(f"{prefix}/{level}"), layout, spatial,
+                              zarr3=self._zarr3, channel=False)
             if self.target is not None:
                 self.target.create(spec)
             else:
@@ -496,9 +536,12 @@ class OutputStore:
                 else:
                     target[z0 : z0 + depth].write(slab).result()
         values = sorted({c.value for c in layout.classes})
-        attributes = {"multiscales": multiscales(name, scales, channel=False, kind=kind),
-                      "image-label": image_label(classes_for_values(values, layout.classes))}
-        self._put_json(f"{prefix}/.zattrs", attributes)
+        attributes = {
+            "multiscales": multiscales(name, scales, channel=False, kind=kind, version=version),
+            "image-label": image_label(classes_for_values(values, layout.classes),
+                                       version=version),
+        }
+        self._write_group(prefix, attributes, version)
 
     def _convert_hdf5(self) -> None:
         assert self.output is not None

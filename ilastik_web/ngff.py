@@ -6,7 +6,8 @@ open them with class names and colours.
   ``properties`` naming each class;
 - probabilities carry ``omero`` channels: one per class, named and coloured like it.
 
-0.4 (zarr v2, ``.zattrs``) is what ilastik, BigDataViewer and MoBIE read.
+0.4 (zarr v2, ``.zattrs``) is what ilastik, BigDataViewer and MoBIE read, so it is the
+default; 0.5 (zarr v3, everything under ``attributes.ome`` of ``zarr.json``) on request.
 """
 
 from __future__ import annotations
@@ -47,34 +48,35 @@ def axes(channel: bool) -> list[dict]:
 
 
 def multiscales(name: str, scales: Sequence[Sequence[float]], *, channel: bool,
-                kind: str) -> list[dict]:
+                kind: str, version: str = NGFF_VERSION) -> list[dict]:
     """The ``multiscales`` entry: one dataset ``"0"``, ``"1"``, … per level with its
-    (z, y, x) voxel size in nm."""
+    (z, y, x) voxel size in nm. From 0.5 the version moves to the ``ome`` attribute."""
     datasets = [
         {"path": str(level), "coordinateTransformations": [
             {"type": "scale", "scale": ([1.0] if channel else []) + [float(v) for v in scale]}
         ]}
         for level, scale in enumerate(scales)
     ]
-    return [{"version": NGFF_VERSION, "name": name, "axes": axes(channel),
-             "datasets": datasets, "type": kind}]
+    entry = {"name": name, "axes": axes(channel), "datasets": datasets, "type": kind}
+    return [{"version": version, **entry} if version == "0.4" else entry]
 
 
-def image_label(classes: Sequence[ClassInfo]) -> dict:
+def image_label(classes: Sequence[ClassInfo], *, version: str = NGFF_VERSION) -> dict:
     """``image-label`` of a label image whose values are the class values."""
     return {
-        "version": NGFF_VERSION,
+        **({"version": version} if version == "0.4" else {}),
         "colors": [{"label-value": c.value, "rgba": [*rgb(c.color), 255]} for c in classes],
         "properties": [{"label-value": c.value, "class": c.name} for c in classes],
         "source": {"image": "../../"},
     }
 
 
-def omero(classes: Sequence[ClassInfo], *, maximum: float) -> dict:
+def omero(classes: Sequence[ClassInfo], *, maximum: float,
+          version: str = NGFF_VERSION) -> dict:
     """``omero`` rendering settings: one channel per class (in channel order), values in
     [0, ``maximum``] (1 for float probabilities, 255 for uint8)."""
     return {
-        "version": NGFF_VERSION,
+        **({"version": version} if version == "0.4" else {}),
         "rdefs": {"model": "color"},
         "channels": [
             {"label": c.name, "color": c.color.lstrip("#").upper(), "active": True,

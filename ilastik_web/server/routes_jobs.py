@@ -37,8 +37,8 @@ from ilastik_web.sources.location import check_allowed
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_SUFFIX = {"ome-zarr": ".ome.zarr", "n5": ".n5", "precomputed": ".precomputed",
-           "hdf5": ".h5", "tiff": ".tif"}
+_SUFFIX = {"ome-zarr": ".ome.zarr", "ome-zarr-0.5": ".ome.zarr", "n5": ".n5",
+           "precomputed": ".precomputed", "hdf5": ".h5", "tiff": ".tif"}
 _SUBMIT_SCHEMA = {
     "type": "object", "required": ["export"],
     "properties": {

@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import _free_port
 
 from ilastik_web.ilp import read_ilp
 
 pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 API_ZIP = (Path(__file__).resolve().parents[2].parent / "shared" / "ilp-fixtures"
            / "ilastik-api-projects" / "api_projects.zip")

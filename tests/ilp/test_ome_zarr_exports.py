@@ -82,3 +82,37 @@ def test_segmentation_and_probability_exports_carry_names_and_colours(project, t
     assert nodes[0].metadata["channel_names"] == [c.name for c in project.classes]
     assert nodes[0].metadata["colormap"] == [
         [[0, 0, 0], [v / 255 for v in rgb(c.color)]] for c in project.classes]
+
+
+@pytest.mark.parametrize("fmt", ["ome-zarr", "ome-zarr-0.5"])
+def test_store_writes_ngff_04_by_default_and_05_on_request(tmp_path, fmt) -> None:
+    from hpc.writers import OutputLayout, OutputStore
+    from ilastik_web.abc import Box
+    from ilastik_web.ngff import ClassInfo
+    from ilastik_web.sources import open_source
+
+    classes = (ClassInfo(1, "background", "#ff0000"), ClassInfo(2, "cell", "#00ff00"))
+    layout = OutputLayout((4, 150, 140), 1, "uint8", (4, 64, 64), (40.0, 8.0, 8.0),
+                          "segmentation", classes=classes)
+    store = OutputStore(fmt, tmp_path / "seg.ome.zarr", tmp_path / "staging", layout)
+    store.create()
+    values = np.random.default_rng(0).integers(1, 3, (1, 4, 150, 140), dtype=np.uint8)
+    store.write(Box((0, 0, 0), (4, 150, 140)), values)
+    store.finalize()
+    root = tmp_path / "seg.ome.zarr"
+    if fmt == "ome-zarr":
+        assert json.loads((root / ".zattrs").read_text())["multiscales"][0]["version"] == "0.4"
+        assert not (root / "zarr.json").exists()
+    else:
+        ome = json.loads((root / "zarr.json").read_text())["attributes"]["ome"]
+        assert ome["version"] == "0.5" and "version" not in ome["multiscales"][0]
+        label = json.loads((root / "labels/segmentation/zarr.json").read_text())
+        assert label["attributes"]["ome"]["image-label"]["colors"][1] == {
+            "label-value": 2, "rgba": [0, 255, 0, 255]}
+    node = label_node(read_nodes(root))
+    assert node.metadata["color"] == {1: [1.0, 0.0, 0.0, 1.0], 2: [0.0, 1.0, 0.0, 1.0]}
+    np.testing.assert_array_equal(np.asarray(node.data[0]), values[0])
+    image = [n for n in read_nodes(root) if n is not node][0]
+    assert [a.shape for a in node.data] == [a.shape[1:] for a in image.data]  # every level
+    reopened = open_source(str(root))  # and our own reader opens both versions
+    np.testing.assert_array_equal(reopened.base.read(Box((0, 0, 0), (4, 150, 140))), values)
