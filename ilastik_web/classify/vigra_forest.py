@@ -242,22 +242,10 @@ class VigraForestClassifier(PixelClassifier):
             [forest.labels.index(v) if v in forest.labels else -1 for v in self.label_values]
         )
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (classes, *spatial) float32 from features (channels, *spatial)."""
-        if features.shape[0] != len(self.feature_names):
-            raise InvalidRequestError(
-                f"classifier expects {len(self.feature_names)} feature channels, "
-                f"got {features.shape[0]}"
-            )
-        spatial = features.shape[1:]
-        flat = features.reshape(features.shape[0], -1)[self.columns].T
-        out = np.zeros((self.num_classes, flat.shape[0]), dtype=np.float32)
-        if flat.shape[0]:
-            proba = self.forest.predict_proba(flat)
-            for row, column in enumerate(self._columns):
-                if column >= 0:
-                    out[row] = proba[:, column]
-        return out.reshape(self.num_classes, *spatial)
+    def _forest_proba(self, samples: np.ndarray) -> np.ndarray:
+        """ilastik's forest on the feature channels it was trained on, in its order (the
+        checks, flattening and class columns are :class:`PixelClassifier`'s)."""
+        return self.forest.predict_proba(np.ascontiguousarray(samples[:, self.columns]))
 
     def feature_importances(self) -> dict[str, float]:
         """Share of the forest's splits on each feature channel (ilastik stores no
