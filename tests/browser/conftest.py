@@ -163,4 +163,9 @@ def serve(tmp_path) -> Iterator:
     yield start
     for process in started:
         process.terminate()
-        process.wait(10)
+        try:
+            # SIGTERM closes the projects first, which takes longer on a busy machine.
+            process.wait(120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -37,7 +37,7 @@ def server(tmp_path_factory, blobs):
     resources = Resources(64 * 2**20, threads=2)
     volume = MultiscaleVolume("blobs", [ArrayVolume(image[None], voxel_size=(2.0, 1.0, 1.0),
                                                     chunk_shape=(8, 32, 32))])
-    raw = StaticLayer("raw", volume, resources=resources)
+    raw = StaticLayer("raw", volume, cache=resources.cache("sources"))
     project = Project.create(folder / "p", raw.volume("v0"), classes=["background", "blob"])
     for z in (6, 17):
         for label in (1, 2):
