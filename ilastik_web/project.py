@@ -324,15 +324,17 @@ class Project:
         self._notify("classes", {"classes": [c.to_json() for c in self.classes]})
         return new
 
-    def remove_class(self, value: int) -> None:
-        """Delete a class and erase its labels: one logged edit, undone by :meth:`undo`.
+    def remove_class(self, value: int, author: str | None = None) -> None:
+        """Delete a class and erase its labels: one logged edit by ``author``, undone by
+        :meth:`undo` (``author``'s undo, like their strokes).
 
         The edit log carries the class, so a crash between the label edit and the
         metadata write is completed on reopening (see ``_reconcile_deleted_classes``).
         """
         with self._lock:
             cls = self._get_class(value)
-        result = self.labels.relabel(cls.value, 0, meta={DELETED_CLASS: cls.to_json()})
+        result = self.labels.relabel(cls.value, 0, meta={DELETED_CLASS: cls.to_json()},
+                                    author=author)
         with self._lock:
             self._classes = {v: c for v, c in self._classes.items() if v != cls.value}
         self._save_metadata()

@@ -284,13 +284,16 @@ class LabelStore:
             raise InvalidRequestError(f"mask box {box} is outside the labels of shape {self.shape}")
         return self._commit(lambda rev: Edit(rev, mask=edit_mask, author=author))
 
-    def relabel(self, old: int, new: int, *, meta: dict | None = None) -> EditResult:
-        """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels).
+    def relabel(self, old: int, new: int, *, meta: dict | None = None,
+                author: str | None = None) -> EditResult:
+        """Change every voxel labelled ``old`` to ``new`` (0 removes a class's labels),
+        as an edit by ``author``.
 
         ``meta`` is logged with the edit and returned with it by undo and redo.
         """
         old, new = _check_relabel(old, new)
-        return self._commit(lambda rev: Edit(rev, relabel=(old, new), meta=meta))
+        return self._commit(lambda rev: Edit(rev, relabel=(old, new), meta=meta,
+                                             author=author))
 
     def undo(self, author: str | None = None) -> EditResult | None:
         """Take back the latest edit still in effect (by ``author``, when given); None

@@ -204,7 +204,8 @@ def project_routes(hub: ProjectHub, executor: Executor,
     async def delete_class(request: web.Request) -> web.Response:
         project = served_of(request).project
         value = class_value(request)
-        await run(lambda: project.remove_class(value))
+        author = principal_of(request).id
+        await run(lambda: project.remove_class(value, author=author))
         return web.json_response({"deleted": value})
 
     async def paint(request: web.Request) -> web.Response:

@@ -51,6 +51,24 @@ def test_undo_of_a_deletion_brings_back_the_class_with_its_labels(tmp_path, blob
     assert _values(again) == [1, 2, 3, 4]
 
 
+def test_a_deletion_belongs_to_its_author_undo(blob_source):
+    """The author who deleted a class undoes it with their own undo; another author's undo
+    takes back their own stroke and leaves the deletion alone."""
+    project = Project.create(None, blob_source, classes=["a", "b", "c"])
+    project.paint(Stroke(((3.5, 20.5, 10.5), (3.5, 20.5, 40.5)), radius=2, label=1),
+                  author="bob")
+    project.remove_class(2, author="alice")
+    assert project.labels.can_undo_by("alice")
+    project.undo("bob")
+    assert _values(project) == [1, 3]
+    project.undo("alice")
+    assert _values(project) == [1, 2, 3]
+    # Bob's redo history survives Alice's deletion; hers is hers.
+    project.redo("alice")
+    assert _values(project) == [1, 3]
+    assert project.labels.can_redo_by("bob")
+
+
 def test_all_values_in_use_is_an_error(blob_source):
     project = Project.create(None, blob_source, classes=[f"c{i}" for i in range(255)])
     with pytest.raises(InvalidRequestError, match="255"):
