@@ -152,8 +152,24 @@ class JobService:
         self.launcher = launcher
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        # Object-store outputs being given to a job right now (see _reserve_object_output).
+        self._object_outputs: set[str] = set()
 
     # -- submission ----------------------------------------------------------------------------
+
+    def _reserve_object_output(self, output: str) -> None:
+        """Claim an object-store output for a job being created.
+
+        Object stores (Swift's S3 API) have no exclusive create, so the claim is this
+        service's: an output some job of the store already writes, or that another
+        submission is claiming at this moment, is refused. Two servers sharing a bucket
+        path are not guarded against.
+        """
+        with self._lock:
+            if output in self._object_outputs or any(
+                    job.spec.output == output for job in self.store.list()):
+                raise ConflictError(f"output {output} belongs to another job")
+            self._object_outputs.add(output)
 
     def create(self, *, classifier: PixelClassifier, computer: FeatureComputer, source: str,
                output: str | Path, format: str, export: str, level: int = 0,
@@ -189,6 +205,8 @@ class JobService:
         local = None if is_object_output(output_text) else Path(output_text)
         if local is not None:
             reserve_output(local, format)
+        else:
+            self._reserve_object_output(output_text)
         try:
             job = self.store.create(spec, plan, classifier=classifier,
                                     selection=computer.selection)
@@ -196,6 +214,10 @@ class JobService:
             if local is not None:
                 release_output(local)
             raise
+        finally:
+            if local is None:
+                with self._lock:
+                    self._object_outputs.discard(output_text)
         job.update(layout=layout.to_json())
         job.append_log("driver", f"created: {len(plan)} blocks of {plan.block_shape} "
                                  f"over {plan.roi}, {export} as {format}")

@@ -66,3 +66,24 @@ def test_bad_object_outputs_are_refused(bucket, trained_project, tmp_path):
     _submit(service, trained_project, output, "n5", "segmentation")
     with pytest.raises(ConflictError, match="already exists"):
         _submit(service, trained_project, output, "n5", "segmentation")
+
+
+def test_one_new_object_output_goes_to_one_job(bucket, trained_project, tmp_path):
+    """Object stores have no exclusive create: of two jobs asking for one new output before
+    either wrote to it, the service gives it to the first only."""
+    service = JobService(tmp_path / "jobs")
+    generation = trained_project.current_generation()
+    output = f"s3://{bucket}/{uuid.uuid4().hex}/shared.zarr"
+
+    def create():
+        return service.create(classifier=generation.classifier,
+                              computer=generation.computer,
+                              source=trained_project.source_location, output=output,
+                              format="ome-zarr", export="segmentation",
+                              chunk_shape=(8, 32, 32), block_shape=(8, 32, 32))
+
+    first = create()  # PENDING: nothing is in the bucket yet
+    with pytest.raises(ConflictError, match="another job"):
+        create()
+    service.start(first, background=False)
+    assert service.get(first.id)["state"] == DONE
