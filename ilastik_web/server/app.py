@@ -111,7 +111,8 @@ def create_app(
 
         collection = Collection.from_folder(config.collection_dir,
                                             allowed_roots=config.allowed_roots or None)
-    site = (CollectionSite(collection, registry, resources.cache("instances"))
+    site = (CollectionSite(collection, registry, resources.cache("instances"),
+                           features=resources.cache("features"))
             if collection is not None else None)
     sources = registry.sources()
     reference = sources[0].volume(sources[0].version) if sources else None

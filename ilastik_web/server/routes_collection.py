@@ -54,10 +54,12 @@ DIRECTIONS = ("next", "previous", "unannotated", "first")
 class CollectionSite:
     """A collection as the server serves it: its layers, tasks and classifier.
 
-    Made by the app factory, which closes it.
+    Made by the app factory, which closes it. ``cache`` keeps the layers' computed levels,
+    ``features`` the pixel classifier's features (default: ``cache``).
     """
 
-    def __init__(self, collection: Collection, registry: LayerRegistry, cache: ArrayCache):
+    def __init__(self, collection: Collection, registry: LayerRegistry, cache: ArrayCache,
+                 features: ArrayCache | None = None):
         self.collection = collection
         self.registry = registry
         uid = secrets.token_hex(4)
@@ -65,7 +67,7 @@ class CollectionSite:
         self.objects = CollectionObjectsLayer(collection, cache, uid)
         self.prediction = CollectionPredictionLayer(collection, cache, uid,
                                                     lambda: self.classifier)
-        self.cache = cache
+        self.features = features if features is not None else cache
         self.classifier: CollectionClassifier | None = None
         self.tasks = TaskQueue(workers=1, max_pending=4)
         self._train_lock = threading.Lock()
@@ -101,7 +103,7 @@ class CollectionSite:
     def train(self, task) -> dict[str, Any]:
         with self._train_lock:
             generation = (self.classifier.generation if self.classifier else 0) + 1
-            trained = train_across_items(self.collection, DEFAULT_SELECTION, self.cache,
+            trained = train_across_items(self.collection, DEFAULT_SELECTION, self.features,
                                          generation=generation, should_stop=task.should_stop,
                                          report=task.report)
             self.classifier = trained

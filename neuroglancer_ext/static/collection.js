@@ -209,8 +209,7 @@
   }
 
   // SAM prompts on the current item; accepted previews become its objects.
-  if (IW.sam) {
-    IW.sam.target = {
+  const samTarget = {
       source: () => ({ layer_id: collection.view.image.layer_id,
                        version: collection.view.image.version }),
       accept: async (preview) => {
@@ -224,24 +223,20 @@
         return result;
       },
     };
-  }
 
   async function start() {
     const response = await fetch(api(""));
-    if (response.status === 404) {
-      if (IW.sam) {
-        IW.sam.target = null; // no collection: SAM works on the project
-        if (IW.sam.loadModels) IW.sam.loadModels();
-      }
-      return;
-    }
+    if (response.status === 404) return; // no collection: SAM works on the project
     collection.info = await response.json();
     ui.addSection(section);
     const first = await call("POST", "/navigate", { to: "unannotated" })
       .then((view) => (view.item ? view : call("POST", "/navigate", { to: "first" })));
     await apply(first, false);
     await refresh();
-    if (IW.sam && IW.sam.loadModels) IW.sam.loadModels(); // SAM can work without a project
+    if (IW.sam) {
+      IW.sam.target = samTarget;
+      if (IW.sam.loadModels) IW.sam.loadModels(); // SAM works without a project now
+    }
     collection.ready = true;
   }
   start().catch((e) => ui.status("could not load the collection: " + e.message, true));

@@ -202,3 +202,52 @@ async def test_export_and_pixel_training_are_tasks(world, images):
     chunk = await client.get(f"/precomputed/collection-prediction/{version}/"
                              f"{info['scales'][0]['key']}/0-64_0-48_0-1", headers=OPERATOR)
     assert chunk.status == 200, await chunk.text()
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("GET", "/api/collection/items/nothere", None),
+    ("GET", "/api/collection/items/..%2Fsecret", None),
+    ("POST", "/api/collection/navigate", {"to": "next", "from": "nothere"}),
+    ("POST", "/api/collection/navigate", {"to": "next", "from": 3}),
+    ("POST", "/api/collection/navigate", [1, 2]),
+    ("POST", "/api/collection/items/first/objects", {}),
+    ("POST", "/api/collection/items/first/objects", {"mask_id": "nomask"}),
+    ("POST", "/api/collection/items/nothere/objects", {"mask_id": "nomask"}),
+    ("DELETE", "/api/collection/items/first/objects/abc", None),
+    ("DELETE", "/api/collection/items/first/objects/7", None),
+    ("POST", "/api/collection/train", None),  # nothing annotated yet
+    ("GET", "/api/collection/tasks/notask", None),
+    ("GET", "/precomputed/collection/c9-00000000/info", None),
+    ("GET", "/precomputed/collection/c99/info", None),
+    ("GET", "/precomputed/collection-objects/o0r5-00000000/info", None),
+])
+async def test_bad_requests_are_4xx(world, method, path, body):
+    client, _ = world
+    kwargs = {} if body is None else {"json": body}
+    response = await client.request(method, path, headers=OPERATOR, **kwargs)
+    assert 400 <= response.status < 500, (response.status, await response.text())
+
+
+async def test_an_invalid_class_name_or_body_is_refused(world):
+    client, _ = world
+    view = await _json(await client.get("/api/collection/items/first", headers=OPERATOR))
+    mask = await _prompt(client, OPERATOR, view)
+    for body in ({"mask_id": mask["mask_id"], "class": ""},
+                 {"mask_id": mask["mask_id"], "class": "x" * 100},
+                 {"mask_id": mask["mask_id"], "class": 3}):
+        response = await client.post("/api/collection/items/first/objects", headers=OPERATOR,
+                                     json=body)
+        assert response.status == 400, await response.text()
+    response = await client.post("/api/collection/items/first/objects",
+                                 headers={**OPERATOR, "Content-Type": "application/json"},
+                                 data=b"{not json")
+    assert response.status == 400
+    # Nothing was stored by the refused requests.
+    listing = await _json(await client.get("/api/collection", headers=OPERATOR))
+    assert listing["annotated"] == 0
+
+
+async def test_without_a_collection_the_routes_answer_404(aiohttp_client):
+    client = await aiohttp_client(create_app(ServerConfig()))
+    response = await client.get("/api/collection")
+    assert response.status == 404 and "--collection" in await response.text()
