@@ -181,6 +181,12 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--sam-cache-mb", type=positive(int), default=None, metavar="N",
                        help="size limit of --sam-cache in MiB; least recently used embeddings "
                             "are removed beyond it (default: no limit)")
+    serve.add_argument("--collection", type=Path, default=None, metavar="DIR",
+                       help="serve the images of DIR as one image collection, one item at a "
+                            "time: annotators move between items, SAM objects are saved to "
+                            "DIR/annotations/ (the images are never written), training sets "
+                            "are exported to DIR/annotations/training-sets/. Without PATH no "
+                            "demo is served")
     serve.set_defaults(func=run_serve)
 
 
@@ -263,6 +269,8 @@ def open_layers(args: argparse.Namespace, resources: Resources) -> tuple[list, l
         return layer
 
     projects: list[tuple[str, Project, str]] = []
+    if not args.paths and getattr(args, "collection", None) is not None:
+        return layers, projects  # the collection is the data
     if args.paths:
         for path in args.paths:
             add(path, args.voxel_size)
@@ -354,6 +362,14 @@ def run_serve(args: argparse.Namespace) -> int:
     except (IlastikWebError, OSError, ValueError) as exc:
         resources.close()
         raise CommandError(str(exc) or type(exc).__name__) from None
+    if args.collection is not None:
+        from ilastik_web.collections import Collection
+
+        try:
+            Collection.from_folder(args.collection)  # say what is wrong before serving
+        except IlastikWebError as exc:
+            resources.close()
+            raise CommandError(f"--collection: {exc}") from None
     from hpc.engine_config import parse_engine
     from hpc.job import load_engines
 
@@ -383,6 +399,7 @@ def run_serve(args: argparse.Namespace) -> int:
         url_hosts=tuple(args.allow_url_host),
         allow_local_urls=args.allow_local_urls,
         sam_cache_bytes=args.sam_cache_mb * (1 << 20) if args.sam_cache_mb else None,
+        collection_dir=args.collection,
     )
     try:
         asyncio.run(_serve(args, config, layers, projects, resources))

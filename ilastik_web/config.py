@@ -61,6 +61,8 @@ class ServerConfig:
         Let data URLs reach loopback and link-local addresses (refused by default).
     sam_cache_bytes
         Size limit of that disk cache, least recently used embeddings evicted (None: none).
+    collection_dir
+        A folder of images served as one image collection (annotations beside them).
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +86,7 @@ class ServerConfig:
     url_hosts: tuple[str, ...] = ()
     allow_local_urls: bool = False
     sam_cache_bytes: int | None = None
+    collection_dir: Path | None = None
 
     @staticmethod
     def token_from_env() -> str | None:

@@ -95,6 +95,13 @@ class AnnotationStore:
             os.replace(tmp, meta_path)
         return meta
 
+    def delete(self, item_id: str) -> None:
+        """Forget ``item_id``'s annotation (it counts as unannotated again)."""
+        labels_path, meta_path = self._paths(item_id)
+        with self._lock:
+            meta_path.unlink(missing_ok=True)  # first: the item is unannotated at once
+            labels_path.unlink(missing_ok=True)
+
     def load(self, item_id: str) -> ItemAnnotation:
         import tifffile
 

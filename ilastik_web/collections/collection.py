@@ -11,13 +11,15 @@ is working on (:mod:`ilastik_web.collections.assignment`).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ilastik_web.abc import MultiscaleVolume
+from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.collections.annotations import AnnotationStore, ItemAnnotation
 from ilastik_web.collections.assignment import Assignments
+from ilastik_web.collections.objects import DEFAULT_CLASS, ItemObjects
 from ilastik_web.errors import InvalidRequestError, NotFoundError
 from ilastik_web.sources import open_source
 from ilastik_web.sources.hdf5 import HDF5_SUFFIXES
@@ -26,6 +28,7 @@ from ilastik_web.sources.tiff import TIFF_SUFFIXES
 #: The annotator when there are no user accounts.
 LOCAL_USER = "local"
 ANNOTATIONS = "annotations"
+OBJECTS = "objects"
 _FOLDER_MARKERS = ("zarr.json", ".zarray", ".zattrs", ".zgroup", "attributes.json", "info")
 
 
@@ -94,6 +97,8 @@ class Collection:
         self.annotations = AnnotationStore(Path(annotations_dir))
         self.assignments = Assignments(Path(annotations_dir) / "assignments.json",
                                        claim_seconds=claim_seconds)
+        self._objects: dict[str, ItemObjects] = {}
+        self._objects_lock = threading.Lock()
 
     @classmethod
     def from_folder(cls, folder: Path, **kwargs) -> Collection:
@@ -159,3 +164,42 @@ class Collection:
             entry["mine"] = bool(claim and claim["user"] == user)
             out.append(entry)
         return out
+
+    # -- objects of the item being annotated ----------------------------------------------
+
+    def objects(self, item_id: str) -> ItemObjects:
+        """The item's objects (opened once; seeded from an annotation made before)."""
+        item = self.item(item_id)
+        with self._objects_lock:
+            found = self._objects.get(item.item_id)
+            if found is None:
+                shape = tuple(self.open(item.item_id).base.shape)
+                existing = (self.annotations.load(item.item_id)
+                            if self.annotations.exists(item.item_id) else None)
+                found = ItemObjects(
+                    shape, self.annotations.directory / OBJECTS / item.item_id,
+                    existing=existing,
+                    write_through=lambda annotation, user, i=item.item_id:
+                        self._write_through(i, annotation, user))
+                self._objects[item.item_id] = found
+            return found
+
+    def _write_through(self, item_id: str, annotation: ItemAnnotation | None,
+                       user: str) -> None:
+        if annotation is None:
+            self.annotations.delete(item_id)
+        else:
+            self.save(item_id, annotation, user)
+
+    def add_object(self, item_id: str, box: Box, mask, *, class_name: str = DEFAULT_CLASS,
+                   source: str = "sam", user: str = LOCAL_USER) -> int:
+        """Add an object to ``user``'s item (refused while someone else holds it); the
+        item's annotation is rewritten. Returns the object id."""
+        objects = self.objects(item_id)
+        self.assignments.claim(item_id, user)
+        return objects.add(box, mask, class_name=class_name, source=source, user=user)
+
+    def remove_object(self, item_id: str, object_id: int, user: str = LOCAL_USER) -> None:
+        objects = self.objects(item_id)
+        self.assignments.claim(item_id, user)
+        objects.remove(object_id, user=user)

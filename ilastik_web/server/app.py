@@ -21,6 +21,7 @@ from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.metrics import RequestMetrics, metrics_middleware, metrics_routes
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
+from ilastik_web.server.routes_collection import CollectionSite, collection_routes
 from ilastik_web.server.routes_exports import export_routes
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_login import login_routes
@@ -38,6 +39,7 @@ from neuroglancer_ext.extension import install_extension
 from neuroglancer_ext.static import StaticClient
 
 if TYPE_CHECKING:
+    from ilastik_web.collections import Collection
     from ilastik_web.project import Project
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,7 @@ def create_app(
     projects: Iterable[tuple[str, Project, str]] = (),
     resources: Resources | None = None,
     client: StaticClient | None = None,
+    collection: Collection | None = None,
 ) -> web.Application:
     """Build the application.
 
@@ -73,6 +76,8 @@ def create_app(
         opened before the app should use the same object; the app closes it on cleanup.
     client
         The Neuroglancer client files (default: from the ``neuroglancer`` package).
+    collection
+        An image collection to serve (default: ``config.collection_dir``'s, if set).
 
     Returns
     -------
@@ -101,8 +106,18 @@ def create_app(
     )
     for project_id, project, source_layer_id in projects:
         ctx.projects.add(project_id, project, source_layer_id=source_layer_id)
+    if collection is None and config.collection_dir is not None:
+        from ilastik_web.collections import Collection
+
+        collection = Collection.from_folder(config.collection_dir,
+                                            allowed_roots=config.allowed_roots or None)
+    site = (CollectionSite(collection, registry, resources.cache("instances"),
+                           features=resources.cache("features"))
+            if collection is not None else None)
     sources = registry.sources()
     reference = sources[0].volume(sources[0].version) if sources else None
+    if reference is None and site is not None:
+        reference = site.image.volume(site.image.version)
     session = sessions.add(
         ViewerSession(config.viewer_token, initial_state(registry.list(), reference))
     )
@@ -135,6 +150,8 @@ def create_app(
                             instances_dir=config.sam_cache_dir, access=ctx.access,
                             allowed_roots=config.allowed_roots or None))
 
+    table.extend(collection_routes(site, sam, resources.interactive))
+
     request_metrics = RequestMetrics()
     table.extend(metrics_routes(ctx, request_metrics))
 
@@ -153,6 +170,8 @@ def create_app(
 
     async def stop_workers(app: web.Application) -> None:
         ctx.projects.close()
+        if site is not None:
+            site.close()
         sam.close()
         resources.close()
 

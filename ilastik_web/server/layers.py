@@ -102,6 +102,11 @@ class ServedLayer(ABC):
         """How the viewer draws this layer; subclasses refine it."""
         return LayerDisplay()
 
+    def is_current(self, version: str) -> bool:
+        """Whether ``version`` is still served (not superseded); layers serving several
+        data at once (a collection's items) override it."""
+        return self.version == version
+
     def add_listener(self, listener: LayerListener) -> None:
         with self._listeners_lock:
             self._listeners.append(listener)

@@ -118,7 +118,7 @@ def precomputed_routes(
             version = request.match_info["version"]
 
             def superseded() -> bool:
-                return layer.version != version
+                return not layer.is_current(version)
 
             try:
                 if isinstance(executor, Lane):

@@ -156,10 +156,19 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         layer = registry.get(layer_id)
         if layer.kind != "image":
             raise InvalidRequestError(f"layer {layer_id!r} is a {layer.kind} layer, not an image")
-        return f"layer:{layer_id}", layer.volume(layer.version).base
+        # A version names one of the data a layer serves (an image collection's items).
+        version = body.get("version")
+        if version is None:
+            return f"layer:{layer_id}", layer.volume(layer.version).base
+        if not isinstance(version, str):
+            raise InvalidRequestError("version must be a string")
+        return f"layer:{layer_id}@{version}", layer.volume(version).base
 
     def volume_of_source(source: str) -> LazyVolume:
         kind, _, name = source.partition(":")
+        if kind != "project" and "@" in name:
+            name, _, version = name.partition("@")
+            return resolve_volume({"layer_id": name, "version": version})[1]
         return resolve_volume({"project_id" if kind == "project" else "layer_id": name})[1]
 
     async def body_of(request: web.Request) -> dict:
@@ -398,7 +407,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                       "slice box_xyz, run lengths (over the box, C order of the slice image "
                       "axes: xy (y, x), xz (z, x), yz (z, y), starting with a 0-run) and "
                       "polygons_xyz (rings through pixel-edge midpoints, even-odd fill)",
-              request_body='{"layer_id" | "project_id", "plane": "xy"|"xz"|"yz", '
+              request_body='{"layer_id" (and "version"?) | "project_id", '
+                           '"plane": "xy"|"xz"|"yz", '
                            '"points_xyz"?: [[x, y, z]], "point_labels"?: [1|0], '
                            '"box_xyz"?: [[x0, y0, z0], [x1, y1, z1]], "index"?: slice '
                            '(default: floor of the first point\'s normal coordinate), '

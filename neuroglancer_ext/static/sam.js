@@ -38,6 +38,9 @@
     lastPrompt: null, // the body of the last prompt sent (for tests and debugging)
     lastAccept: null, // the server's answer to the last accept
     onChange: [],
+    // Set by another part (collection.js) to prompt on other data than the project's:
+    // {source() -> body fields naming the data, accept(preview) -> Promise of the answer}.
+    target: null,
   });
 
   function changed() {
@@ -145,7 +148,9 @@
     else if (usable.length === 0) {
       sam.unavailable = "SAM checkpoint missing: " +
         sam.models.map((m) => m.checkpoint).join(", ") + " (fix the --sam-model path)";
-    } else if (!IW.project || !IW.project.id) sam.unavailable = "SAM needs a project";
+    } else if (!sam.target && (!IW.project || !IW.project.id)) {
+      sam.unavailable = "SAM needs a project";
+    }
     else sam.unavailable = null;
     sam.model = usable.length ? usable[0].name : null;
     modelSelect.replaceChildren(...usable.map((m) => el("option", { value: m.name },
@@ -187,7 +192,7 @@
     }
     change(sam.prompt);
     const body = {
-      project_id: IW.project.id, plane, index,
+      ...(sam.target ? sam.target.source() : { project_id: IW.project.id }), plane, index,
       points_xyz: sam.prompt.points.map((p) => p.slice()),
       point_labels: sam.prompt.labels.slice(),
     };
@@ -234,8 +239,25 @@
   }
   sam.reject = reject;
 
+  async function acceptToTarget(preview) {
+    let result;
+    try {
+      result = await sam.target.accept(preview);
+    } catch (e) {
+      ui.status("SAM: " + e.message, true);
+      return;
+    }
+    sam.lastAccept = result;
+    if (sam.preview === preview) {
+      sam.preview = null;
+      sam.prompt = null;
+    }
+    changed();
+  }
+
   async function accept() {
     const preview = sam.preview;
+    if (preview && !sam.task && sam.target) return acceptToTarget(preview);
     if (!preview || sam.task || !IW.project.id) return;
     const cls = IW.project.classes.find((c) => c.value === brush.label);
     let result;
@@ -509,6 +531,7 @@
   // --- start -----------------------------------------------------------------------------------
 
   render();
+  sam.loadModels = loadModels;
   loadModels();
   ui.whenReady(loadModels); // the project is known now: SAM can accept into its labels
 })();

@@ -52,9 +52,10 @@
 
   function render() {
     const running = auto.task !== null;
-    runButton.disabled = sam.unavailable !== null || running;
+    runButton.disabled = sam.unavailable !== null || running || sam.target !== null;
     runButton.title = sam.unavailable !== null ? sam.unavailable
-      : "Segment every object of the current slice";
+      : sam.target !== null ? "not for an image collection's items yet"
+        : "Segment every object of the current slice";
     stopButton.hidden = !running;
     progress.hidden = !running;
     if (running) bar.style.width = Math.round(100 * (auto.task.progress || 0.02)) + "%";

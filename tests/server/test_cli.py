@@ -42,6 +42,16 @@ def test_bad_path_is_one_line_and_exit_2(capsys, tmp_path):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_bad_collection_is_one_line_and_exit_2(capsys, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        code = main(["serve", "--collection", str(folder), "--no-browser"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ilastik-web: error: --collection:") and str(folder) in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize("argv", [["--voxel-size", "1,2"], ["--voxel-size", "a,b,c"],
                                   ["--port", "70000"], ["--cache-mb", "0"],
                                   ["--memory", "0"], ["--memory", "lots"], ["--threads", "0"]])

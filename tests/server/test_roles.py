@@ -44,6 +44,10 @@ EXPECTED = {
     "sam_propagate": "annotator", "sam_precompute": "annotator",
     "sam_cancel_task": "annotator", "sam_delete_object": "annotator",
     "sam_automatic": "annotator", "sam_finetune": "admin",
+    "collection_info": "viewer", "collection_item": "viewer", "collection_task": "viewer",
+    "collection_navigate": "annotator", "collection_add_object": "annotator",
+    "collection_delete_object": "annotator", "collection_train": "annotator",
+    "collection_cancel_task": "annotator", "collection_export": "owner",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 
@@ -72,6 +76,7 @@ def _path(template: str, versions: dict, project: str) -> str:
         "chunk": "0-64_0-64_0-24", "value": "3", "link_id": "nolink", "job_id": "nojob",
         "mask_id": "nomask", "task_id": "notask", "viewer_token": "main",
         "name": "index.html", "object_id": "1", "user_id": "nouser",
+        "item_id": "noitem",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], template)
 

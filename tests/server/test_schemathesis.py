@@ -50,8 +50,17 @@ def server(tmp_path_factory, blobs):
         classifier=project.current_generation().classifier,
         computer=project.current_generation().computer, source="memory",
         output=folder / "job.zarr", format="ome-zarr", export="segmentation")
+    import tifffile
+
+    from ilastik_web.collections import Collection
+
+    images = folder / "images"
+    images.mkdir()
+    for name in ("first", "second"):
+        tifffile.imwrite(images / f"{name}.tif", image[6])
     app = create_app(ServerConfig(allowed_roots=(folder,)), layers=[raw],
-                     projects=[("p", project, "raw")], resources=resources)
+                     projects=[("p", project, "raw")], resources=resources,
+                     collection=Collection.from_folder(images))
     loop = asyncio.new_event_loop()
     started = threading.Event()
     holder = {}
@@ -78,7 +87,7 @@ def _with_real_ids(document: dict, project: Project, job_id: str) -> dict:
     ids = {
         "project_id": ["p"], "job_id": [job_id], "viewer_token": ["main"],
         "source_id": ["raw"], "layer_id": ["raw", "p-labels", "p-probabilities"],
-        "value": [1, 2], "scale_key": ["s0", "s1"],
+        "value": [1, 2], "scale_key": ["s0", "s1"], "item_id": ["first", "second"],
         "version": ["v0", f"r{project.labels.revision}-{project.uid}",
                     f"g{project.generation}-{project.uid}"],
     }
