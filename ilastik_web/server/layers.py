@@ -102,6 +102,11 @@ class ServedLayer(ABC):
         """How the viewer draws this layer; subclasses refine it."""
         return LayerDisplay()
 
+    def outdated(self) -> bool:
+        """Whether the current version is about to be replaced (newer inputs are being
+        computed): its chunks then wait behind that computation."""
+        return False
+
     def add_listener(self, listener: LayerListener) -> None:
         with self._listeners_lock:
             self._listeners.append(listener)
