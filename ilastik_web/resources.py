@@ -23,9 +23,11 @@ Threads
     first, then arrival order). Lanes are looked up when a worker picks a task, not when it
     was queued: a task submitted with a ``demote`` predicate that has become true counts as
     background work, so a pending training overtakes predictions of the generation it will
-    replace. The background lane never holds more than ``background_threads`` workers, so
-    with two or more threads at least one is always free for the viewers; background work
-    runs at a lower OS priority (``nice``) as well. Each worker lets numba use
+    replace; while a training runs, such work does not start, and what is already running
+    goes on at background priority. The background lane never holds more than
+    ``background_threads`` workers, so with two or more threads at least one is always
+    free for the viewers; background work runs at a lower OS priority (``nice``) as well.
+    Each worker lets numba use
     ``filter_threads`` threads. Besides the ``threads`` CPU workers, two reserved threads
     run only their own lane: one for interactive tasks (a label edit is a few milliseconds
     of CPU and an fsync, and must never queue behind a chunk computation), one for training
@@ -97,14 +99,17 @@ def thread_nice() -> int:
         return 0
 
 
-def set_thread_nice(value: int) -> bool:
-    """Set the nice value of the calling thread only (Linux threads are tasks).
+def set_thread_nice(value: int, native_id: int | None = None) -> bool:
+    """Set the nice value of one thread (Linux threads are tasks): the calling one, or
+    the thread of ``native_id`` (:func:`threading.get_native_id`) in this process.
 
     Raising it always works; lowering it again needs privileges, so this may return
     False, leaving the thread where it was.
     """
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), max(-20, min(19, value)))
+        os.setpriority(os.PRIO_PROCESS,
+                       threading.get_native_id() if native_id is None else native_id,
+                       max(-20, min(19, value)))
         return True
     except (AttributeError, OSError):
         return False
@@ -245,6 +250,9 @@ class WorkerPool:
         self._queue: list[_Task] = []
         self._running = dict.fromkeys(LANES, 0)  # tasks on shared workers, by effective lane
         self._active = 0  # tasks running on any worker
+        self._trainings = 0  # training tasks running on any worker
+        # What each shared worker runs: native thread id -> (task, its lane, base nice).
+        self._current: dict[int, tuple[_Task, str, int]] = {}
         self._order = itertools.count()
         self._closed = False
         self.dropped = 0
@@ -317,6 +325,8 @@ class WorkerPool:
                 lane = task.effective_lane()
                 if self._running[lane] >= self.limits[lane]:
                     continue
+                if lane != task.lane and self._trainings:
+                    continue  # what a running training will replace waits for it
             key = (_RANK[lane], task.priority, task.order)
             if best is None or key < best[0]:
                 best = (key, task, lane)
@@ -338,12 +348,19 @@ class WorkerPool:
                     self._cond.wait()
                 if task is None and not dropped:
                     return
+                outdated: list[tuple[int, int]] = []
                 if task is not None:
                     self._active += 1
                     if reserved_lane is None:
                         self._running[lane] += 1
+                        self._current[threading.get_native_id()] = (task, lane, base)
+                    if task.lane == "training":
+                        self._trainings += 1
+                        outdated = self._outdated_running()
             for stale in dropped:  # answered outside the lock: callbacks run here
                 self._drop(stale)
+            for native_id, nice in outdated:
+                set_thread_nice(nice, native_id)
             if task is None:
                 continue
             try:
@@ -353,7 +370,18 @@ class WorkerPool:
                     self._active -= 1
                     if reserved_lane is None:
                         self._running[lane] -= 1
+                        self._current.pop(threading.get_native_id(), None)
+                    if task.lane == "training":
+                        self._trainings -= 1
                     self._cond.notify_all()
+
+    def _outdated_running(self) -> list[tuple[int, int]]:
+        """(thread, nice) of shared workers computing what a starting training will
+        replace: they go on at background priority, so the training gets the cores."""
+        background = self._nice.get("background", 0)
+        return [(native_id, base + background)
+                for native_id, (task, lane, base) in self._current.items()
+                if lane != "background" and task.effective_lane() == "background"]
 
     def _drop(self, task: _Task) -> None:
         if task.future.set_running_or_notify_cancel():

@@ -281,3 +281,40 @@ def test_live_training_runs_as_a_task_of_the_training_lane(resources, blobs, blo
         assert threads and all(name.startswith("ilastik-web-") for name in threads)
     finally:
         project.close()
+
+
+def test_while_a_training_runs_what_it_will_replace_waits_and_yields_the_cores():
+    pool = WorkerPool(3, nice={"background": 3})  # a chunk, the training, one free
+    training_pending = threading.Event()
+    in_training, end_training = threading.Event(), threading.Event()
+    computing, end_chunk = threading.Event(), threading.Event()
+    from ilastik_web.resources import thread_nice
+
+    def chunk():
+        computing.set()
+        assert end_chunk.wait(DEADLINE_S)
+        return thread_nice()
+
+    try:
+        base = pool.submit("chunks", thread_nice).result(DEADLINE_S)
+        running = pool.submit("chunks", chunk, demote=training_pending.is_set)
+        assert computing.wait(DEADLINE_S)
+        training_pending.set()  # a stroke: the chunk's generation is about to be replaced
+        training = pool.submit("training",
+                               lambda: (in_training.set(), end_training.wait(DEADLINE_S)))
+        assert in_training.wait(DEADLINE_S)
+        waiting = pool.submit("chunks", lambda: "outdated", demote=training_pending.is_set)
+        current = pool.submit("chunks", lambda: "raw")  # not replaced: runs meanwhile
+        assert current.result(DEADLINE_S) == "raw"
+        assert not waiting.done()
+        end_chunk.set()
+        # The running chunk went on at background priority once the training started.
+        assert running.result(DEADLINE_S) == base + 3
+        assert not waiting.done()
+        end_training.set()
+        training.result(DEADLINE_S)
+        assert waiting.result(DEADLINE_S) == "outdated"
+    finally:
+        end_chunk.set()
+        end_training.set()
+        pool.shutdown()
