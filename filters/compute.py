@@ -329,6 +329,7 @@ def compute_features(
     out: np.ndarray | None = None,
     backend: str | None = None,
     tile_shape: Sequence[int] | None = None,
+    region: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     """ilastik's pixel features of an image, in ilastik's channel order.
 
@@ -348,17 +349,23 @@ def compute_features(
     device : None, str or torch.device
         None: CUDA when available, else the CPU.
     out : ndarray, optional
-        float32 (channels, *spatial) array to write into.
+        float32 (channels, *region shape) array to write into.
     backend : {"numba", "torch"}, optional
         Force an implementation (default: numba on the CPU, torch on CUDA).
     tile_shape : sequence of int, optional
         Internal tile per spatial axis (default 128³ in 3D, 1024² in 2D).
+    region : sequence of (start, stop), optional
+        Compute only this part of the image, one pair per spatial axis: the result equals
+        the whole image's features cropped to it, while the rest of the image serves as
+        context only. A block read with its halo (:func:`required_halo`) then costs the
+        block's features, not those of the halo too: for a one-plane tile of a 3D image
+        that is a small fraction.
 
     Returns
     -------
     ndarray
-        float32 (channels, *spatial); feature, then scale, then input channel, then eigenvalue
-        (descending).
+        float32 (channels, *region shape); feature, then scale, then input channel, then
+        eigenvalue (descending).
     """
     array = _check_image(image, ndim)
     specs = normalize_selection(selection)
@@ -366,7 +373,8 @@ def compute_features(
     engine = get_backend(device, backend)
     inputs = array.shape[0]
     channels = num_channels(specs, ndim=ndim, input_channels=inputs)
-    expected = (channels, *array.shape[1:])
+    bounds = _check_region(region, array.shape[1:])
+    expected = (channels, *(stop - start for start, stop in bounds))
     if out is None:
         out = np.empty(expected, dtype=np.float32)
     elif out.shape != expected or out.dtype != np.float32:
@@ -377,18 +385,21 @@ def compute_features(
     tile = _tile_shape(tile_shape, ndim)
     groups = _groups(specs, ndim, sizes, inputs)
     halo = _internal_halo(groups)
-    spatial = volume.shape[1:]
+    if ndim == 2:
+        bounds = [(0, 1), *bounds]
     threads = _task_threads() if engine.parallel_tasks and volume[0].size >= TASK_MIN_VOXELS \
         else 1
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="filters") \
         if threads > 1 else None
     try:
         with workspace():
-            for tile_slices in _tiles(spatial, tile):
+            for out_slices in _tiles([stop - start for start, stop in bounds], tile):
+                tile_slices = tuple(slice(s.start + start, s.stop + start)
+                                    for s, (start, _) in zip(out_slices, bounds, strict=True))
                 for c in range(inputs):
                     with scratch():
                         _compute_tile(engine, volume[c], target, c, tile_slices, groups, halo,
-                                      pool)
+                                      pool, out_slices)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -420,8 +431,11 @@ def _compute_tile(
     groups: Sequence[_Group],
     halo: Sequence[int],
     pool: ThreadPoolExecutor | None = None,
+    out_slices: tuple[slice, ...] | None = None,
 ) -> None:
-    """Every feature of one input channel on one tile, written into ``target``."""
+    """Every feature of one input channel on one tile (``tile_slices`` of the image),
+    written into ``target`` at ``out_slices`` (default: the same)."""
+    out_slices = tile_slices if out_slices is None else out_slices
     read = _read_mirrored(backend, channel, tile_slices, halo)
     tile_start = [s.start for s in tile_slices]
 
@@ -429,7 +443,7 @@ def _compute_tile(
         views: dict[str, list[np.ndarray]] = {}
         for spec, first, count in group.outputs:
             channels = slice(first + input_channel * count, first + (input_channel + 1) * count)
-            views.setdefault(spec.feature_id, []).append(target[(channels, *tile_slices)])
+            views.setdefault(spec.feature_id, []).append(target[(channels, *out_slices)])
         targets = {feature_id: v[0] for feature_id, v in views.items()}
         with scratch():
             _compute_group(backend, read, halo, group, tile_start, channel.shape, targets)
@@ -450,6 +464,19 @@ def _compute_tile(
     ordered = sorted(groups, key=lambda group: sum(group.halo), reverse=True)
     for future in [pool.submit(task, group) for group in ordered]:
         future.result()
+
+
+def _check_region(region: Sequence[tuple[int, int]] | None,
+                  spatial: Sequence[int]) -> list[tuple[int, int]]:
+    """(start, stop) per spatial axis inside the image; the whole image by default."""
+    if region is None:
+        return [(0, int(n)) for n in spatial]
+    bounds = [(int(start), int(stop)) for start, stop in region]
+    if len(bounds) != len(spatial) or any(
+            not 0 <= start < stop <= n for (start, stop), n in zip(bounds, spatial, strict=True)):
+        raise ValueError(f"region must be one non-empty (start, stop) pair inside the image "
+                         f"per spatial axis {tuple(spatial)}, got {region!r}")
+    return bounds
 
 
 def _tile_shape(tile_shape: Sequence[int] | None, ndim: int) -> tuple[int, int, int]:

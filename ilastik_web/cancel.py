@@ -23,17 +23,35 @@ class Cancelled(NotReadyError):
 
 
 class CancelToken:
-    """Set once to ask the work running under it to stop at its next check."""
+    """Set once to ask the work running under it to stop at its next check.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    parent
+        A token whose cancellation cancels this one too.
+    stale
+        A quick predicate; once true, the work is no longer wanted (its input was
+        superseded) and counts as cancelled.
+    """
+
+    def __init__(self, parent: CancelToken | None = None,
+                 stale: Callable[[], bool] | None = None) -> None:
         self._event = threading.Event()
+        self._parent = parent
+        self._stale = stale
 
     def cancel(self) -> None:
         self._event.set()
 
     @property
     def cancelled(self) -> bool:
-        return self._event.is_set()
+        if self._event.is_set():
+            return True
+        if (self._parent is not None and self._parent.cancelled) or (
+                self._stale is not None and self._stale()):
+            self._event.set()
+            return True
+        return False
 
 
 _current: contextvars.ContextVar[CancelToken | None] = contextvars.ContextVar(

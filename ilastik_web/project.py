@@ -23,6 +23,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import numpy as np
 import filters
 from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
+from ilastik_web.cancel import Cancelled
 from ilastik_web.classify.features import (
     FeatureComputer,
     TrainingSamples,
@@ -186,9 +188,9 @@ class Project:
         self.import_notes: list[str] = []
         if live:
             self._trainer = LiveTrainer(
-                self._train_step, debounce_s=debounce_s, on_status=self._on_training_status,
+                self._train_step if resources is None else self._train_in_pool,
+                debounce_s=debounce_s, on_status=self._on_training_status,
                 generation=self._generation_number,
-                thread_setup=resources.background_thread_setup if resources else None,
             )
 
     # -- construction --------------------------------------------------------------------
@@ -495,6 +497,26 @@ class Project:
         if self._trainer is not None:
             return self._trainer.status
         return TrainingStatus(generation=self._generation_number)
+
+    @property
+    def training_pending(self) -> bool:
+        """A live training of newer labels is waiting or running: the current generation's
+        predictions are about to be replaced."""
+        return self.live_updates and self.training_status.state in (
+            "waiting", "features", "training")
+
+    def _train_in_pool(self, should_stop: Callable[[], bool],
+                       report: Callable[[str, float, str], None]) -> int | None:
+        """One live training as a task of the resources' training lane (the live trainer's
+        thread only debounces): it ranks above chunks it will make outdated, and a training
+        superseded while it waited is dropped, not run."""
+        assert self.resources is not None
+        future = self.resources.training.submit_task(
+            lambda: self._train_step(should_stop, report), stale=should_stop)
+        try:
+            return future.result()
+        except (Cancelled, CancelledError):  # superseded, or the pool shut down
+            return None
 
     def _train_step(self, should_stop: Callable[[], bool],
                     report: Callable[[str, float, str], None]) -> int | None:

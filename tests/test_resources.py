@@ -155,3 +155,166 @@ def test_a_label_edit_never_waits_for_busy_chunk_workers(resources):
         gate.set()
     for future in busy:
         future.result(DEADLINE_S)
+
+
+def _run_in_order(pool: WorkerPool, submit) -> list:
+    """Block the pool's one worker, queue what ``submit(order)`` queues, then let it run."""
+    gate = threading.Event()
+    order: list = []
+    blocker = pool.submit("chunks", gate.wait)
+    futures = submit(order)
+    gate.set()
+    blocker.result(DEADLINE_S)
+    for future in futures:
+        try:
+            future.result(DEADLINE_S)
+        except Cancelled:
+            pass
+    return order
+
+
+def test_the_issues_order_of_priorities():
+    """Strokes > current chunks > training of the newest labels > coarse and outdated."""
+    pool = WorkerPool(1)
+    try:
+        def submit(order):
+            def item(lane, name, **kw):
+                return pool.submit(lane, lambda: order.append(name), **kw)
+            return [
+                item("background", "coarse s2", priority=2),
+                item("chunks", "outdated prediction", demote=lambda: True),
+                item("training", "training"),
+                item("background", "coarse s1", priority=1),
+                item("chunks", "current chunk"),
+                item("interactive", "stroke"),
+                item("chunks", "superseded chunk", stale=lambda: True),
+            ]
+        assert _run_in_order(pool, submit) == [
+            "stroke", "current chunk", "training", "outdated prediction", "coarse s1",
+            "coarse s2"]
+        assert pool.dropped == 1
+    finally:
+        pool.shutdown()
+
+
+def test_lanes_are_looked_up_when_a_worker_picks_a_task():
+    """A chunk queued before a stroke waits behind the training that stroke started, and
+    one whose version was superseded meanwhile is dropped, not computed."""
+    pool = WorkerPool(1)
+    training_pending = threading.Event()
+    superseded = threading.Event()
+    try:
+        def submit(order):
+            chunk = pool.submit("chunks", lambda: order.append("chunk"),
+                                demote=training_pending.is_set)
+            old = pool.submit("chunks", lambda: order.append("old version"),
+                              stale=superseded.is_set)
+            training_pending.set()
+            superseded.set()
+            return [chunk, old, pool.submit("training", lambda: order.append("training"))]
+        assert _run_in_order(pool, submit) == ["training", "chunk"]
+        assert pool.dropped == 1
+    finally:
+        pool.shutdown()
+
+
+def test_running_work_stops_once_stale():
+    pool = WorkerPool(1)
+    started, resume, superseded = threading.Event(), threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        resume.wait(DEADLINE_S)
+        check_cancelled()
+        return "finished"
+
+    try:
+        future = pool.submit("chunks", work, stale=superseded.is_set)
+        assert started.wait(DEADLINE_S)
+        superseded.set()
+        resume.set()
+        with pytest.raises(Cancelled):
+            future.result(DEADLINE_S)
+        # Work of a version still current runs to its end.
+        resume.clear()
+        again = pool.submit("chunks", work, stale=lambda: False)
+        resume.set()
+        assert again.result(DEADLINE_S) == "finished"
+    finally:
+        pool.shutdown()
+
+
+def test_training_starts_while_every_cpu_worker_computes_chunks(resources):
+    gate = threading.Event()
+    started = [threading.Event(), threading.Event()]
+    try:
+        busy = [resources.chunks.submit(lambda e=e: (e.set(), gate.wait(DEADLINE_S)))
+                for e in started]
+        assert all(e.wait(DEADLINE_S) for e in started)
+        ran_on = resources.training.submit(lambda: threading.current_thread().name)
+        assert "training" in ran_on.result(DEADLINE_S)
+    finally:
+        gate.set()
+    for future in busy:
+        future.result(DEADLINE_S)
+
+
+def test_live_training_runs_as_a_task_of_the_training_lane(resources, blobs, blob_source):
+    from ilastik_web.labels import Stroke
+    from ilastik_web.project import Project
+
+    _, truth = blobs
+    project = Project.create(None, blob_source, classes=["background", "blob"], live=True,
+                             debounce_s=0.05, resources=resources)
+    threads: list[str] = []
+    project.subscribe(lambda kind, payload: threads.append(threading.current_thread().name)
+                      if kind == "training" and payload["state"] == "training" else None)
+    try:
+        assert not project.training_pending
+        for label in (1, 2):
+            y, x = np.argwhere(truth[6] == label)[0]
+            project.paint(Stroke(((6.5, y + 0.5, x + 0.5),), radius=1.5, label=label))
+        assert project.training_pending  # until the training of these labels is done
+        assert project.wait_for_training(timeout=DEADLINE_S).generation >= 1
+        assert not project.training_pending
+        # A worker of the pool ran it, not the live trainer's own (debouncing) thread.
+        assert threads and all(name.startswith("ilastik-web-") for name in threads)
+    finally:
+        project.close()
+
+
+def test_while_a_training_runs_what_it_will_replace_waits_and_yields_the_cores():
+    pool = WorkerPool(3, nice={"background": 3})  # a chunk, the training, one free
+    training_pending = threading.Event()
+    in_training, end_training = threading.Event(), threading.Event()
+    computing, end_chunk = threading.Event(), threading.Event()
+    from ilastik_web.resources import thread_nice
+
+    def chunk():
+        computing.set()
+        assert end_chunk.wait(DEADLINE_S)
+        return thread_nice()
+
+    try:
+        base = pool.submit("chunks", thread_nice).result(DEADLINE_S)
+        running = pool.submit("chunks", chunk, demote=training_pending.is_set)
+        assert computing.wait(DEADLINE_S)
+        training_pending.set()  # a stroke: the chunk's generation is about to be replaced
+        training = pool.submit("training",
+                               lambda: (in_training.set(), end_training.wait(DEADLINE_S)))
+        assert in_training.wait(DEADLINE_S)
+        waiting = pool.submit("chunks", lambda: "outdated", demote=training_pending.is_set)
+        current = pool.submit("chunks", lambda: "raw")  # not replaced: runs meanwhile
+        assert current.result(DEADLINE_S) == "raw"
+        assert not waiting.done()
+        end_chunk.set()
+        # The running chunk went on at background priority once the training started.
+        assert running.result(DEADLINE_S) == base + 3
+        assert not waiting.done()
+        end_training.set()
+        training.result(DEADLINE_S)
+        assert waiting.result(DEADLINE_S) == "outdated"
+    finally:
+        end_chunk.set()
+        end_training.set()
+        pool.shutdown()

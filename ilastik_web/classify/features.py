@@ -80,9 +80,11 @@ class FeatureComputer:
         view = out[:, 0] if self.ndim == 2 else out
         for group in self._level_groups(level):
             check_cancelled()
+            # Only the box is filtered; the halo around it is context (a one-plane tile
+            # then costs one plane, not 1 + 2 * halo).
             result = filters.compute_features(image, group.selection, ndim=self.ndim,
-                                              voxel_size=group.voxel_size)
-            result = result[(slice(None), *inner)]
+                                              voxel_size=group.voxel_size,
+                                              region=[(s.start, s.stop) for s in inner])
             if group.derivative_scale is not None:
                 result = result * group.derivative_scale.reshape((-1,) + (1,) * (result.ndim - 1))
             view[group.channels] = result

@@ -234,6 +234,10 @@ class LabelStore:
         self._undone: list[Edit] = []
         self._fd: int | None = None
         self._log_size = 0
+        # The replaced log, written too until the new one's rename is durable.
+        self._old_fd: int | None = None
+        self._old_log_size = 0
+        self._checkpointer: threading.Thread | None = None
         self._records_since_checkpoint = 0
         # Records appended while a checkpoint is being written (None: none in progress).
         self._pending: list[bytes] | None = None
@@ -391,15 +395,20 @@ class LabelStore:
         return values
 
     def checkpoint(self) -> None:
-        """Write the labels and the undo history atomically and start an empty log.
+        """Write the labels and the undo history atomically and start a shorter log.
 
-        The file is written outside the edit lock: edits made meanwhile go to the log and
-        are carried over into the new one.
+        The edit lock is never held across a write or an fsync: blocks are snapshot by
+        reference, the checkpoint file and the new log (the records appended meanwhile)
+        are written and fsync'd outside it, and only the new log's rename happens under
+        it. Until that rename is durable, edits go to both logs, so whichever file a
+        crash leaves under the log's name holds every acknowledged edit.
         """
         if self.directory is None:
             return
         with self._checkpoint_lock:
             with self._lock:
+                if self._fd is None:
+                    raise StorageError("the label store is closed")
                 revision = self._revision
                 blocks, base = dict(self._blocks), dict(self._base)
                 active, undone = list(self._active), list(self._undone)
@@ -410,31 +419,63 @@ class LabelStore:
                 with self._lock:
                     self._pending = None
                 raise StorageError(f"labels checkpoint not written: {exc.strerror}") from None
+            # A crash before the log is replaced is harmless: replay skips the revisions
+            # the checkpoint holds.
+            try:
+                self._replace_log()
+            except OSError as exc:
+                with self._lock:
+                    self._pending = None
+                raise StorageError(f"labels log not compacted: {exc.strerror}") from None
+
+    def _replace_log(self) -> None:
+        """Swap in a log of the records appended since the checkpoint began."""
+        assert self.directory is not None
+        tmp = self.directory / (LOG_NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        copied = size = 0
+        try:
+            while True:
+                with self._lock:
+                    assert self._pending is not None
+                    batch = self._pending[copied:]
+                    if not batch:  # the new log holds every record: swap it in
+                        os.replace(tmp, self.directory / LOG_NAME)
+                        self._old_fd, self._old_log_size = self._fd, self._log_size
+                        self._fd, self._log_size = fd, size
+                        self._records_since_checkpoint = copied
+                        self._pending = None
+                        break
+                data = b"".join(batch)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+                copied += len(batch)
+                size += len(data)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            _fsync_dir(self.directory)  # now the rename survives a crash
+        finally:
             with self._lock:
-                pending, self._pending = self._pending or [], None
-                # A crash before the log is replaced is harmless: replay skips the
-                # revisions the checkpoint holds.
-                data = b"".join(pending)
-                tmp = self.directory / (LOG_NAME + ".tmp")
-                try:
-                    with open(tmp, "wb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, self.directory / LOG_NAME)
-                    _fsync_dir(self.directory)
-                except OSError as exc:
-                    tmp.unlink(missing_ok=True)
-                    raise StorageError(f"labels log not compacted: {exc.strerror}") from None
-                self.close()
-                self._open_log()
-                self._records_since_checkpoint = len(pending)
+                old, self._old_fd = self._old_fd, None
+            if old is not None:
+                os.close(old)
+
+    def wait_for_checkpoint(self) -> None:
+        """Block until a checkpoint running in the background (if any) is written."""
+        with self._checkpoint_lock:
+            pass
 
     def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+        with self._checkpoint_lock, self._lock:
+            for fd in (self._fd, self._old_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._old_fd = None
 
     # -- edits ------------------------------------------------------------------------
 
@@ -484,12 +525,22 @@ class LabelStore:
         return set(self._blocks) | set(self._base)
 
     def _maybe_checkpoint(self) -> None:
+        """Every ``checkpoint_every`` records, checkpoint in a thread of its own: the edit
+        that crossed the mark is acknowledged without waiting for the disk."""
         every = self.checkpoint_every
         if self.directory is None or not every or self._records_since_checkpoint < every:
             return
         if not self._checkpoint_lock.acquire(blocking=False):
-            return  # another thread is checkpointing
+            return  # a checkpoint is being written
         self._checkpoint_lock.release()
+        with self._lock:
+            if self._checkpointer is not None and self._checkpointer.is_alive():
+                return
+            self._checkpointer = threading.Thread(target=self._background_checkpoint,
+                                                  name="labels-checkpoint", daemon=True)
+            self._checkpointer.start()
+
+    def _background_checkpoint(self) -> None:
         try:
             self.checkpoint()
         except StorageError as exc:
@@ -510,23 +561,32 @@ class LabelStore:
         if self._fd is None:
             raise StorageError("the label store is closed")
         data = json.dumps(record, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-        fd, start = self._fd, self._log_size
+        # While a new log's rename is not yet durable, the record goes to the old one too.
+        targets = [(self._fd, self._log_size)]
+        if self._old_fd is not None:
+            targets.append((self._old_fd, self._old_log_size))
+        written = []
         try:
-            if os.fstat(fd).st_size != start:  # an earlier failed write left bytes behind
-                os.ftruncate(fd, start)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except OSError as exc:
-            try:
-                os.ftruncate(fd, start)
+            for fd, start in targets:
+                written.append((fd, start))
+                if os.fstat(fd).st_size != start:  # an earlier failed write left bytes
+                    os.ftruncate(fd, start)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
                 os.fsync(fd)
-            except OSError:
-                log.exception("labels: cannot truncate %s back after a failed write",
-                              self.directory / LOG_NAME)
+        except OSError as exc:
+            for fd, start in written:
+                try:
+                    os.ftruncate(fd, start)
+                    os.fsync(fd)
+                except OSError:
+                    log.exception("labels: cannot truncate %s back after a failed write",
+                                  self.directory / LOG_NAME)
             raise StorageError(f"label edit not saved: {exc.strerror or exc}") from None
-        self._log_size = start + len(data)
+        self._log_size += len(data)
+        if self._old_fd is not None:
+            self._old_log_size += len(data)
         self._records_since_checkpoint += 1
         if self._pending is not None:
             self._pending.append(data)

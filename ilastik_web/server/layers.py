@@ -107,6 +107,11 @@ class ServedLayer(ABC):
         data at once (a collection's items) override it."""
         return self.version == version
 
+    def outdated(self) -> bool:
+        """Whether the current version is about to be replaced (newer inputs are being
+        computed): its chunks then wait behind that computation."""
+        return False
+
     def add_listener(self, listener: LayerListener) -> None:
         with self._listeners_lock:
             self._listeners.append(listener)

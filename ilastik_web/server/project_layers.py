@@ -114,6 +114,9 @@ class PredictionLayer(ServedLayer):
     def ready(self) -> bool:
         return self.project.generation > 0
 
+    def outdated(self) -> bool:
+        return self.project.training_pending
+
     def volume(self, version: str) -> MultiscaleVolume:
         number = _parse_version(version, "g", self.project.uid)
         generation = self.project.current_generation()  # NotReadyError before the first

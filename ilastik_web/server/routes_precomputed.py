@@ -3,7 +3,8 @@
 ``GET /precomputed/{layer_id}/{version}/info`` and
 ``GET /precomputed/{layer_id}/{version}/{scale_key}/{x0}-{x1}_{y0}-{y1}_{z0}-{z1}``.
 
-Chunks are read and encoded in the chunks lane of the worker pool; when the client
+Chunks are read and encoded in the worker pool: the finest level in the chunks lane,
+coarser levels in the background lane (below training); when the client
 disconnects, aiohttp cancels the handler (the app runs with ``handler_cancellation=True``)
 and a read still waiting in the queue is dropped, one already running stops at its next
 check. A chunk of a layer version superseded while it waited is dropped too (410).
@@ -76,6 +77,7 @@ def precomputed_routes(
     with a :data:`FILL_HEADER` and recorded in ``damage`` (each bad chunk logged once).
     """
     damage = damage if damage is not None else DamageLog()
+    coarse = executor.pool.lane("background") if isinstance(executor, Lane) else executor
 
     async def get_info(request: web.Request) -> web.Response:
         layer = registry.get(request.match_info["layer_id"])
@@ -122,10 +124,13 @@ def precomputed_routes(
 
             try:
                 if isinstance(executor, Lane):
-                    # Finer levels first: coarse ones are what a viewer shows while it
-                    # waits, and prefetch-like (the issue's order: coarse after training).
-                    future = executor.submit_task(compute, token=token, stale=superseded,
-                                                  priority=level_index)
+                    # The issue's order: finest-level chunks of the current version, then
+                    # training of the newest labels, then coarse levels (what a viewer
+                    # shows while it waits, prefetch-like) and chunks the training will
+                    # replace; a chunk of a superseded version is dropped (410).
+                    lane = executor if level_index == 0 else coarse
+                    future = lane.submit_task(compute, token=token, stale=superseded,
+                                              demote=layer.outdated, priority=level_index)
                     body = (await asyncio.wrap_future(future)).data
                 else:
                     body = (await loop.run_in_executor(executor,

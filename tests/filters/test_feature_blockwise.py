@@ -116,3 +116,42 @@ def test_internal_tiling_does_not_change_values(ndim: int, tile: tuple[int, ...]
     whole = filters.compute_features(image, selection, ndim=ndim)
     tiled = filters.compute_features(image, selection, ndim=ndim, tile_shape=tile)
     _assert_close(tiled, whole)
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_region_equals_the_whole_image_cropped(ndim: int, data: st.DataObject) -> None:
+    shape, block, selection, voxel_size, seed = data.draw(_cases(ndim))
+    image = np.random.default_rng(seed).random((1, *shape), dtype=np.float32) * 100
+    whole = filters.compute_features(image, selection, ndim=ndim, voxel_size=voxel_size)
+    region = [(b.start, b.stop) for b in block]
+    part = filters.compute_features(image, selection, ndim=ndim, voxel_size=voxel_size,
+                                    region=region)
+    assert part.shape == whole[(slice(None), *block)].shape
+    _assert_close(part, whole[(slice(None), *block)])
+
+
+def test_one_plane_of_a_read_with_its_halo_on_every_edge() -> None:
+    """The feature computer's use: read a block with its halo, compute only the block."""
+    shape = (40, 53, 47)
+    selection = _every_feature(3.5)
+    image = np.random.default_rng(5).random((2, *shape), dtype=np.float32)
+    whole = filters.compute_features(image, selection, ndim=3)
+    halo = filters.required_halo(selection, ndim=3)
+    for z in (0, 3, 20, 39):
+        block = (slice(z, z + 1), slice(0, 30), slice(17, 47))
+        read = tuple(slice(max(0, b.start - h), min(n, b.stop + h))
+                     for b, h, n in zip(block, halo, shape, strict=True))
+        region = [(b.start - r.start, b.stop - r.start) for b, r in zip(block, read, strict=True)]
+        part = filters.compute_features(image[(slice(None), *read)], selection, ndim=3,
+                                        region=region)
+        _assert_close(part, whole[(slice(None), *block)])
+
+
+@pytest.mark.parametrize("region", [[(0, 0), (0, 4)], [(0, 5), (0, 4)], [(0, 2)],
+                                    [(-1, 2), (0, 4)]])
+def test_a_region_outside_the_image_is_refused(region) -> None:
+    with pytest.raises(ValueError, match="region"):
+        filters.compute_features(np.zeros((1, 4, 4), np.float32), [("GaussianSmoothing", 1.0)],
+                                 ndim=2, region=region)
