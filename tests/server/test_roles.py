@@ -44,6 +44,12 @@ EXPECTED = {
     "sam_propagate": "annotator", "sam_precompute": "annotator",
     "sam_cancel_task": "annotator", "sam_delete_object": "annotator",
     "sam_automatic": "annotator", "sam_finetune": "admin",
+    "instances_layer": "annotator", "instances_get": "viewer", "instances_at": "viewer",
+    "instances_outline": "viewer", "instances_polygon": "annotator",
+    "instances_clear": "annotator", "instances_cut": "annotator",
+    "instances_brush": "annotator", "instances_merge": "annotator",
+    "instances_delete": "annotator", "instances_undo": "annotator",
+    "instances_redo": "annotator",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 
