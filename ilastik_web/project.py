@@ -184,6 +184,8 @@ class Project:
         #: Instance objects; their edits share the undo history of :meth:`undo`.
         self.instances = InstanceStore(source.base.shape, instances_dir,
                                        clock=lambda: self.labels.revision)
+        self.instances.subscribe(lambda: self._notify(
+            "instances", {"revision": self.instances.revision}))
         if self.directory is not None:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
@@ -442,7 +444,7 @@ class Project:
         instance objects (:attr:`instances`), whichever came last."""
         with self._lock:
             if self._history_target(author, redo=False) == "instances":
-                return self._instances_changed(self.instances.undo(author))
+                return self.instances.undo(author)
             result = self.labels.undo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=True)
@@ -458,7 +460,7 @@ class Project:
             if target is None:
                 return None
             if target == "instances":
-                return self._instances_changed(self.instances.redo(author))
+                return self.instances.redo(author)
             result = self.labels.redo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=False)
@@ -504,12 +506,6 @@ class Project:
         if label is None or inst.key < label.revision:
             return "instances"
         return "labels"
-
-    def _instances_changed(self, result: InstanceEditResult | None):
-        if result is not None:
-            self._notify("instances", {"revision": result.revision,
-                                       "box": [list(result.box.start), list(result.box.stop)]})
-        return result
 
     def _labels_changed(self, result: EditResult) -> None:
         self._notify("labels", {"revision": result.revision,
@@ -667,7 +663,7 @@ class Project:
         """Call ``listener(kind, payload)`` on every change; returns an unsubscribe function.
 
         Kinds: "labels", "classes", "features", "generation", "training", "live",
-        "instances" (an undo or redo of an instance edit).
+        "instances" (any change of :attr:`instances`).
         """
         with self._lock:
             self._listeners.append(listener)
