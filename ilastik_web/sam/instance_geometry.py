@@ -77,7 +77,7 @@ def polyline_mask(ref: SliceRef, vertices_xyz: Sequence[Sequence[float]]) -> np.
     pix = np.floor(cr[:, ::-1]).astype(np.int64)  # (row, column)
     lo = np.minimum(pix.min(axis=0), 0)
     hi = np.maximum(pix.max(axis=0) + 1, (rows, cols))
-    if (hi - lo).prod() > 1 << 28:
+    if (hi - lo).prod() > 1 << 24:
         raise InvalidRequestError("the cut line reaches too far outside the slice")
     canvas = np.zeros(tuple(hi - lo), dtype=bool)
     for (ra, ca), (rb, cb) in zip(pix[:-1] - lo, pix[1:] - lo, strict=True):

@@ -16,6 +16,7 @@ once it is durable.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -135,6 +136,8 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
             x, y, z = (float(request.query[k]) for k in ("x", "y", "z"))
         except (KeyError, ValueError):
             raise InvalidRequestError("give the point as ?x=&y=&z= numbers") from None
+        if not all(math.isfinite(v) for v in (x, y, z)):
+            raise InvalidRequestError("the point must be finite")
         point = [int(v // 1) for v in (z, y, x)]
         return web.json_response({"object_id": layer.store.object_at(point)})
 

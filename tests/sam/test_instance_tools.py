@@ -297,3 +297,30 @@ def test_project_reopens_with_its_instances_and_history(project, tmp_path):
         assert again.undo("ann").edit.stroke is not None
     finally:
         again.close()
+
+
+def test_object_sources_reach_the_training_set_manifest(tmp_path):
+    import json
+
+    import tifffile
+
+    from ilastik_web.collections import Collection, ItemAnnotation
+    from ilastik_web.collections.trainingset import export_training_set
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    tifffile.imwrite(folder / "one.tif", np.zeros(SHAPE[1:], np.uint8), photometric="minisblack")
+    collection = Collection.from_folder(folder)
+    store = InstanceStore((1, *SHAPE[1:]))
+    sam = store.add(Box((0, 0, 0), (1, 5, 5)), np.ones((1, 5, 5), bool))
+    drawn = polygon(store, square(10, 10, 20, 20, z=0.5), z=0).object_id
+    painted = store.brush(Stroke(((0.5, 30.5, 30.5),), radius=3, label=1)).object_id
+    store.brush(Stroke(((0.5, 20.5, 20.5),), radius=2, label=1), drawn)  # still a polygon
+    annotation = ItemAnnotation(store.read(Box.from_shape(store.shape)),
+                                sources=store.sources(), author="ann")
+    collection.save("one", annotation, user="ann")
+    manifest = export_training_set(collection, tmp_path / "set", layout="tiff")
+    objects = json.loads((tmp_path / "set" / "manifest.json").read_text())["items"][0]["objects"]
+    assert manifest["items"][0]["objects"] == objects
+    assert {o["id"]: o["source"] for o in objects} == {sam: "sam", drawn: "polygon",
+                                                       painted: "brush"}
