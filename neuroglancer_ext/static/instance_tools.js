@@ -2,7 +2,8 @@
 //
 // The "Objects" section picks a tool for the xy, xz or yz panels:
 // - Select: a click selects the object under the mouse, Shift+click a second one
-//   (for Merge); Merge folds the second into the first, Delete removes the selected one.
+//   (for Merge); Merge folds the second into the first, Delete removes the selected one,
+//   "Delete on slice" its region on the current slice only.
 // - Polygon: clicks add vertices on one slice; drag a vertex to move it, Backspace takes the
 //   last one back; Enter (or Commit, or a double-click) fills the polygon as a new object,
 //   or adds it to the selected object with "add to selected". "Edit outline" loads the
@@ -17,8 +18,8 @@
 // project's undo history: the panel's Undo / Redo (Ctrl+Z / Ctrl+Y) take it back.
 // The instance layer (project-<id>-sam-objects) is made on first use; the server pushes
 // it into the viewer. Entry points for scripts and tests: window.ilastikWeb.instances
-// (setTool, commit, cancel, select, merge, remove, undo, redo; state in .tool, .draft,
-// .selected, .second, .layer, .lastResult).
+// (setTool, commit, cancel, select, merge, remove, clearSlice, editOutline, undo, redo;
+// state in .tool, .draft, .selected, .second, .layer, .lastResult).
 (function () {
   "use strict";
   const IW = window.ilastikWeb;
@@ -79,6 +80,10 @@
   const deleteButton = el("button", { id: "iw-inst-delete", disabled: true,
                                       title: "Delete the selected object",
                                       onclick: () => remove() }, "Delete");
+  const clearButton = el("button", { id: "iw-inst-clear", disabled: true,
+                                     title: "Delete the selected object's region on this " +
+                                            "slice (a polygon)", onclick: () => clearSlice() },
+                         "Delete on slice");
   const info = el("div", { class: "iw-sam-info", id: "iw-inst-info" });
 
   ui.addSection(ui.section("Objects",
@@ -86,7 +91,7 @@
     el("div", { class: "iw-row" }, addInput, el("label", { for: "iw-inst-add" }, "add to selected"),
        cutMode, removeInput, el("label", { for: "iw-inst-remove" }, "remove")),
     el("div", { class: "iw-row" }, commitButton, cancelButton, editButton),
-    el("div", { class: "iw-row" }, mergeButton, deleteButton),
+    el("div", { class: "iw-row" }, mergeButton, deleteButton, clearButton),
     info));
   ui.addShortcuts([
     ["O", "object tools off / back to the last one"],
@@ -105,6 +110,7 @@
     editButton.disabled = inst.selected === null || inst.busy > 0;
     mergeButton.disabled = inst.selected === null || inst.second === null || inst.busy > 0;
     deleteButton.disabled = inst.selected === null || inst.busy > 0;
+    clearButton.disabled = inst.selected === null || inst.busy > 0;
     let text = inst.tool ? LABELS[inst.tool] : "tools off";
     if (inst.selected !== null) text += " · object " + inst.selected;
     if (inst.second !== null) text += " + " + inst.second;
@@ -244,13 +250,28 @@
   }
   inst.remove = remove;
 
-  async function editOutline() {
-    if (inst.selected === null) return;
+  /** The plane and slice index of the first cross-section panel, or null. */
+  function currentSlice() {
     const panel = ng.panels().find((p) => p.sliceView !== undefined &&
                                           NORMAL_INDEX[ng.planeOf(p)] !== undefined);
-    if (!panel) return;
+    if (!panel) return null;
     const plane = ng.planeOf(panel);
-    const index = Math.floor(ng.panelCenter(panel)[NORMAL_INDEX[plane]]);
+    return { plane, index: Math.floor(ng.panelCenter(panel)[NORMAL_INDEX[plane]]) };
+  }
+
+  async function clearSlice() {
+    const where = currentSlice();
+    if (inst.selected === null || !where) return;
+    await edit("POST", "/clear", { object_id: inst.selected, plane: where.plane,
+                                   index: where.index });
+  }
+  inst.clearSlice = clearSlice;
+
+  async function editOutline() {
+    if (inst.selected === null) return;
+    const where = currentSlice();
+    if (!where) return;
+    const { plane, index } = where;
     await ensureLayer();
     const answer = await ui.requestUrl("GET", layerPath(
       "/objects/" + inst.selected + "/outline?plane=" + plane + "&index=" + index));

@@ -3,7 +3,9 @@
 Pick the polygon tool, click four vertices in the xy panel, drag one of them elsewhere
 (vertices stay editable until committed), press Enter: the served instance layer holds
 exactly the voxels whose centres lie in the polygon the viewer reported, the viewer shows
-the layer at its new version, and the panel's Undo takes the object back.
+the layer at its new version, and the panel's Undo takes the object back. Then cut an
+object in two with the cutter, select both by clicking and merge them, grow it with the
+object brush, erase from it, and undo with Ctrl+Z.
 """
 
 from __future__ import annotations
@@ -112,5 +114,112 @@ def test_polygon_with_real_mouse_events_then_undo(project_server, browser):
     assert not label_slice(base, layer_id, undone["version"], z, (SHAPE[2], SHAPE[1])).any()
     wait_for(lambda: undone["version"] in (_viewer_source_of(page, layer_id) or ""), 30,
              "the viewer to follow the undo")
+    assert errors == []
+    page.close()
+
+
+def _open_xy(browser, served):
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(served.url)
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.viewReady",
+                           timeout=60_000)
+    page.wait_for_selector(PANEL)
+    page.evaluate(f"""(() => {{
+      viewer.state.children.get("layout").restoreState("xy");
+      viewer.state.children.get("crossSectionScale").restoreState({SCALE});
+    }})()""")
+    page.wait_for_function("""(() => { const ng = ilastikWeb.ng;
+      const p = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      return p && p.element.clientWidth > 100; })()""", timeout=30_000)
+    return page, errors
+
+
+def test_select_cut_merge_brush_and_erase_with_the_mouse(project_server, browser):
+    served = project_server
+    base, project = served.base, served.project
+    layer_id = f"project-{project}-sam-objects"
+    page, errors = _open_xy(browser, served)
+    cx, cy, cz = page.evaluate("""(() => { const ng = ilastikWeb.ng;
+      const p = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      return ng.panelCenter(p); })()""")
+    z = int(np.floor(cz))
+
+    def objects():
+        return {o["id"]: o for o in api(base, f"/api/instances/{layer_id}")["objects"]}
+
+    def ids_now():
+        layer = api(base, f"/api/instances/{layer_id}")
+        return label_slice(base, layer_id, layer["version"], z, (SHAPE[2], SHAPE[1]))
+
+    def click(*voxels):
+        for x, y in screen_points(page, [list(v) for v in voxels]):
+            page.mouse.click(x, y)
+
+    def edits_done(count):
+        page.wait_for_function(f"ilastikWeb.instances.busy === 0 && "
+                               f"ilastikWeb.instances.lastResult && "
+                               f"ilastikWeb.instances.lastResult.revision >= {count}",
+                               timeout=30_000)
+
+    page.click("#iw-inst-polygon")
+    click((cx - 10, cy - 6, cz), (cx + 10, cy - 6, cz), (cx + 10, cy + 6, cz),
+          (cx - 10, cy + 6, cz))
+    page.click("#iw-inst-commit")
+    edits_done(1)
+    first = ids_now()
+    assert set(objects()) == {1} and (first == 1).sum() > 200
+
+    # The cutter: a line across the object, from outside to outside, left of its middle.
+    page.click("#iw-inst-cutter")
+    assert page.evaluate("ilastikWeb.instances.selected") == 1  # the new polygon
+    click((cx - 4.2, cy - 12, cz), (cx - 4.2, cy + 12, cz))
+    page.keyboard.press("Enter")
+    edits_done(2)
+    cut = ids_now()
+    assert set(objects()) == {1, 2}
+    assert (cut == 2).sum() < (cut == 1).sum() and (cut == 2).sum() > 20
+    assert ((cut > 0) <= (first > 0)).all()  # the cut moved voxels, added none
+
+    # Select both by clicking (Shift for the second) and merge them back into one.
+    page.click("#iw-inst-select")
+    click((cx + 5, cy, cz))
+    page.wait_for_function("ilastikWeb.instances.selected === 1", timeout=30_000)
+    points = screen_points(page, [[cx - 8, cy, cz]])
+    page.keyboard.down("Shift")
+    page.mouse.click(*points[0])
+    page.keyboard.up("Shift")
+    page.wait_for_function("ilastikWeb.instances.second === 2", timeout=30_000)
+    page.click("#iw-inst-merge")
+    edits_done(3)
+    merged = ids_now()
+    assert set(objects()) == {1} and ((merged == 1) == (first == 1)).all()
+
+    # The object brush grows the selected object; the eraser takes only its voxels.
+    page.click("#iw-inst-brush")
+    drag_points = screen_points(page, [[cx, cy, cz], [cx, cy + 14, cz]])
+    page.mouse.move(*drag_points[0])
+    page.mouse.down()
+    page.mouse.move(*drag_points[1], steps=5)
+    page.mouse.up()
+    edits_done(4)
+    grown = ids_now()
+    assert (grown == 1).sum() > (merged == 1).sum()
+    assert objects()[1]["sources"] == ["polygon", "brush"]
+    page.click("#iw-inst-eraser")
+    drag_points = screen_points(page, [[cx - 12, cy, cz], [cx + 12, cy, cz]])
+    page.mouse.move(*drag_points[0])
+    page.mouse.down()
+    page.mouse.move(*drag_points[1], steps=5)
+    page.mouse.up()
+    edits_done(5)
+    erased = ids_now()
+    assert (erased == 1).sum() < (grown == 1).sum() and ((erased > 0) <= (grown > 0)).all()
+
+    # Ctrl+Z takes back the eraser, then the brush.
+    page.mouse.move(*drag_points[0])
+    page.keyboard.press("Control+z")
+    wait_for(lambda: (ids_now() == grown).all(), 30, "Ctrl+Z to undo the eraser")
     assert errors == []
     page.close()
