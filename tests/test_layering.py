@@ -40,6 +40,7 @@ LAYERS = {
     "ilastik_web.sam": APPLICATION,
     "ilastik_web.sam.instances": APPLICATION,
     "ilastik_web.sam.instance_geometry": APPLICATION,
+    "ilastik_web.sam.instance_edits": APPLICATION,
     "ilastik_web.ilp": APPLICATION,
     "ilastik_web.accounts": APPLICATION,
     "ilastik_web.exports": APPLICATION,
