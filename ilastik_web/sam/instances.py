@@ -117,6 +117,15 @@ class InstanceStore:
             self._fd = os.open(self.directory / LOG_NAME,
                                os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+    @staticmethod
+    def holds_objects(directory: Path) -> bool:
+        """Whether ``directory`` holds an instance store's edits or objects (its log, a
+        checkpoint, or files of the older one-file-per-object layout)."""
+        directory = Path(directory)
+        log_path = directory / LOG_NAME
+        return ((log_path.is_file() and log_path.stat().st_size > 0)
+                or (directory / CHECKPOINT_NAME).is_file() or any(directory.glob("*.npz")))
+
     # -- reading -----------------------------------------------------------------------
 
     @property

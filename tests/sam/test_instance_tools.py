@@ -218,6 +218,17 @@ def test_reopen_replays_the_log_and_the_checkpoint(tmp_path):
     assert again.add(Box((0, 0, 0), (1, 1, 1)), np.ones((1, 1, 1), bool)) == c + 1
 
 
+def test_holds_objects_says_whether_a_folder_has_a_store(tmp_path):
+    folder = tmp_path / "s"
+    assert not InstanceStore.holds_objects(folder)
+    store = InstanceStore(SHAPE, folder)
+    assert not InstanceStore.holds_objects(folder)  # an empty log
+    store.add(Box((0, 0, 0), (1, 1, 1)), np.ones((1, 1, 1), bool))
+    assert InstanceStore.holds_objects(folder)
+    store.checkpoint()
+    assert InstanceStore.holds_objects(folder)
+
+
 def test_old_one_file_per_object_layout_is_imported(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir()
