@@ -4,6 +4,7 @@ A project is a folder::
 
     project.json          source, classes and colours, feature selection, generation
     labels/               the label store's edit log and checkpoint
+    instances/            the instance objects' edit log and checkpoint
     classifiers/gN.pkl    the classifier of the latest generation N
 
 Example
@@ -44,6 +45,7 @@ from ilastik_web.classify.prediction import prediction_pyramids
 from ilastik_web.errors import InvalidRequestError, NotFoundError, NotReadyError
 from ilastik_web.labels import EditResult, LabelSnapshot, LabelStore, Stroke
 from ilastik_web.resources import NamespacedCache, Resources
+from ilastik_web.sam.instances import InstanceEditResult, InstanceStore
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +182,12 @@ class Project:
         labels_dir = self.directory / "labels" if self.directory is not None else None
         self.labels = LabelStore(source.base.shape, labels_dir)
         self._reconcile_deleted_classes()
+        instances_dir = self.directory / "instances" if self.directory is not None else None
+        #: Instance objects; their edits share the undo history of :meth:`undo`.
+        self.instances = InstanceStore(source.base.shape, instances_dir,
+                                       clock=lambda: self.labels.revision)
+        self.instances.subscribe(lambda: self._notify(
+            "instances", {"revision": self.instances.revision}))
         if self.directory is not None:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
@@ -264,6 +272,7 @@ class Project:
             return
         self._save_metadata()
         self.labels.checkpoint()
+        self.instances.checkpoint()
 
     def _save_metadata(self) -> None:
         """Write project.json (outside ``_lock``); the last writer writes the latest state."""
@@ -288,6 +297,7 @@ class Project:
         if self._trainer is not None:
             self._trainer.close()
         self.labels.close()
+        self.instances.close()
 
     # -- classes --------------------------------------------------------------------------
 
@@ -433,9 +443,12 @@ class Project:
         self._labels_changed(result)
         return result
 
-    def undo(self, author: str | None = None) -> EditResult | None:
-        """Undo the latest edit (``author``'s latest, when given)."""
+    def undo(self, author: str | None = None) -> EditResult | InstanceEditResult | None:
+        """Undo the latest edit (``author``'s latest, when given), of the labels or of the
+        instance objects (:attr:`instances`), whichever came last."""
         with self._lock:
+            if self._history_target(author, redo=False) == "instances":
+                return self.instances.undo(author)
             result = self.labels.undo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=True)
@@ -443,15 +456,60 @@ class Project:
             self._labels_changed(result)
         return result
 
-    def redo(self, author: str | None = None) -> EditResult | None:
-        """Redo the latest undone edit (``author``'s latest, when given)."""
+    def redo(self, author: str | None = None) -> EditResult | InstanceEditResult | None:
+        """Redo the latest undone edit (``author``'s latest, when given), labels or
+        instances. A newer edit by the same author ends the redo history, of both."""
         with self._lock:
+            target = self._history_target(author, redo=True)
+            if target is None:
+                return None
+            if target == "instances":
+                return self.instances.redo(author)
             result = self.labels.redo(author)
             if result is not None:
                 self._class_edit_undone(result, undone=False)
         if result is not None:
             self._labels_changed(result)
         return result
+
+    def can_undo_by(self, author: str | None) -> bool:
+        return self._history_target(author, redo=False) is not None
+
+    def can_redo_by(self, author: str | None) -> bool:
+        return self._history_target(author, redo=True) is not None
+
+    def _history_target(self, author: str | None, *, redo: bool) -> str | None:
+        """Which store :meth:`undo` (or :meth:`redo`) acts on: "labels", "instances", None.
+
+        An instance edit's key is the label revision when it was made, so it came after a
+        label edit of revision r when key >= r. Undo takes the later of the two latest
+        edits; redo the earlier of the two latest undone ones (undos go backwards), and
+        only one no edit of the same author has followed since, in the other store.
+        """
+        active, undone = self.labels.history()
+
+        def mine(edits):
+            return [e for e in edits if author is None or e.author == author]
+
+        labels_active, labels_undone = mine(active), mine(undone)
+        inst_active, inst_undone = (mine(e) for e in self.instances.history())
+        if not redo:
+            label, inst = (labels_active or [None])[-1], (inst_active or [None])[-1]
+            if inst is None:
+                return "labels" if label is not None else None
+            if label is None or inst.key >= label.revision:
+                return "instances"
+            return "labels"
+        label, inst = (labels_undone or [None])[-1], (inst_undone or [None])[-1]
+        if label is not None and any(label.revision <= e.key for e in inst_active):
+            label = None
+        if inst is not None and any(inst.key < e.revision for e in labels_active):
+            inst = None
+        if inst is None:
+            return "labels" if label is not None else None
+        if label is None or inst.key < label.revision:
+            return "instances"
+        return "labels"
 
     def _labels_changed(self, result: EditResult) -> None:
         self._notify("labels", {"revision": result.revision,
@@ -628,7 +686,8 @@ class Project:
     def subscribe(self, listener: Callable[[str, dict], None]) -> Callable[[], None]:
         """Call ``listener(kind, payload)`` on every change; returns an unsubscribe function.
 
-        Kinds: "labels", "classes", "features", "generation", "training", "live".
+        Kinds: "labels", "classes", "features", "generation", "training", "live",
+        "instances" (any change of :attr:`instances`).
         """
         with self._lock:
             self._listeners.append(listener)

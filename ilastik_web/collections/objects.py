@@ -55,7 +55,7 @@ class ItemObjects:
     def __init__(self, shape, directory: Path, *, existing: ItemAnnotation | None = None,
                  write_through: Callable[[ItemAnnotation | None, str], None]):
         self.directory = Path(directory)
-        fresh = not self.directory.is_dir() or not any(self.directory.glob("*.npz"))
+        fresh = not InstanceStore.holds_objects(self.directory)
         self.store = InstanceStore(shape, self.directory)
         self._write_through = write_through
         self._lock = threading.Lock()

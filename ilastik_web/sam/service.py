@@ -362,12 +362,13 @@ class SamService:
         self.masks.pop(mask_id)
         return result
 
-    def accept_to_instances(self, mask_id: str, store) -> int:
-        """Add the mask as a new object of an :class:`~ilastik_web.sam.instances.InstanceStore`."""
+    def accept_to_instances(self, mask_id: str, store, author: str | None = None) -> int:
+        """Add the mask as a new object of an :class:`~ilastik_web.sam.instances.InstanceStore`
+        (by ``author``: undoable in their history)."""
         mask = self.masks.get(mask_id)
         if tuple(store.shape) != tuple(mask.volume_shape):
             raise InvalidRequestError("the instance layer belongs to a volume of another shape")
-        object_id = store.add(mask.box, mask.mask)
+        object_id = store.add(mask.box, mask.mask, author=author)
         self.masks.pop(mask_id)
         return object_id
 

@@ -17,12 +17,14 @@ from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, build_access
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
+from ilastik_web.server.instance_layer import InstanceLayers
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 from ilastik_web.server.metrics import RequestMetrics, metrics_middleware, metrics_routes
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_collection import CollectionSite, collection_routes
 from ilastik_web.server.routes_exports import export_routes
+from ilastik_web.server.routes_instances import instance_routes
 from ilastik_web.server.routes_jobs import job_routes
 from ilastik_web.server.routes_login import login_routes
 from ilastik_web.server.routes_notices import notice_routes
@@ -146,9 +148,13 @@ def create_app(
         embedding_dir=config.sam_cache_dir,
         embedding_disk_bytes=config.sam_cache_bytes,
     ))
+    instance_layers = InstanceLayers(registry, resources.cache("instances"),
+                                     config.sam_cache_dir, ctx.projects)
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
                             instances_dir=config.sam_cache_dir, access=ctx.access,
-                            allowed_roots=config.allowed_roots or None))
+                            allowed_roots=config.allowed_roots or None,
+                            instances=instance_layers))
+    table.extend(instance_routes(instance_layers, resources.interactive, ctx.access))
 
     table.extend(collection_routes(site, sam, resources.interactive))
 

@@ -1,18 +1,21 @@
-"""The instance annotations of a volume served as a segmentation layer (web adapter)."""
+"""The instance annotations of a volume served as a segmentation layer (web adapter), and
+the registry of those layers: one per data source, a project's made over its own store."""
 
 from __future__ import annotations
 
 import re
 import secrets
 import threading
+from pathlib import Path
 
-from ilastik_web.abc import MultiscaleVolume
+from ilastik_web.abc import LazyVolume, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, NotFoundError
+from ilastik_web.project import Project
 from ilastik_web.pyramid import build_pyramid
 from ilastik_web.sam.instances import InstanceStore, InstanceVolume
 from ilastik_web.server.display import LayerDisplay
-from ilastik_web.server.layers import ServedLayer
+from ilastik_web.server.layers import LayerRegistry, ServedLayer
 
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
@@ -24,14 +27,18 @@ class InstanceLayer(ServedLayer):
     """
 
     def __init__(self, layer_id: str, store: InstanceStore,
-                 voxel_size: tuple[float, float, float], cache: ArrayCache):
+                 voxel_size: tuple[float, float, float], cache: ArrayCache,
+                 project: Project | None = None):
         super().__init__(layer_id, "segmentation", name=layer_id)
         self.store = store
+        #: The project whose undo history the store's edits are part of (None: their own).
+        self.project = project
         self.voxel_size = voxel_size
         self.cache = cache
         self.uid = secrets.token_hex(4)
         self._lock = threading.Lock()
         self._built: tuple[int, MultiscaleVolume] | None = None
+        store.subscribe(self._notify_changed)
 
     @property
     def version(self) -> str:
@@ -59,5 +66,58 @@ class InstanceLayer(ServedLayer):
         return LayerDisplay(opacity=0.6)
 
     def changed(self) -> None:
-        """Tell viewers a new revision is out."""
+        """Tell viewers a new revision is out (the store's edits do it themselves)."""
         self._notify_changed()
+
+
+def instance_layer_id(source: str) -> str:
+    """The instance layer of a source ("project:<id>" or "layer:<id>")."""
+    return f"{source.replace(':', '-')}-sam-objects"
+
+
+class InstanceLayers:
+    """One instance-annotation layer per data source, made on first use and served.
+
+    A project's layer (source ``project:<id>``) is made over the project's own
+    :attr:`~ilastik_web.project.Project.instances`, so its edits join the project's undo
+    history; a plain image layer's objects persist in ``directory/<source>``.
+    """
+
+    def __init__(self, registry: LayerRegistry, cache: ArrayCache, directory: Path | None,
+                 hub=None):
+        self.registry = registry
+        self.cache = cache
+        self.directory = directory
+        self.hub = hub
+        self._lock = threading.Lock()
+        self._layers: dict[str, InstanceLayer] = {}
+
+    def layer_for(self, source: str, volume: LazyVolume) -> InstanceLayer:
+        name = source.replace(":", "-")
+        with self._lock:
+            layer = self._layers.get(source)
+            if layer is None:
+                project = None
+                if source.startswith("project:") and self.hub is not None:
+                    project = self.hub.get(source.partition(":")[2]).project
+                    store = project.instances
+                else:
+                    folder = self.directory / name if self.directory is not None else None
+                    store = InstanceStore(volume.shape, folder)
+                layer = InstanceLayer(instance_layer_id(source), store, volume.voxel_size,
+                                      self.cache, project)
+                self._layers[source] = layer
+                self.registry.replace(layer)
+            return layer
+
+    def get(self, layer_id: str) -> InstanceLayer:
+        with self._lock:
+            for layer in self._layers.values():
+                if layer.layer_id == layer_id:
+                    return layer
+        if self.hub is not None and layer_id.startswith("project-") \
+                and layer_id.endswith("-sam-objects"):
+            project_id = layer_id.removeprefix("project-").removesuffix("-sam-objects")
+            served = self.hub.get(project_id)
+            return self.layer_for(f"project:{project_id}", served.project.source.base)
+        raise NotFoundError(f"no instance layer {layer_id!r}")

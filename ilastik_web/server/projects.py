@@ -86,7 +86,8 @@ class ProjectHub:
         or job outputs); empty for a layer of no project."""
         return [s.project_id for s in self.list()
                 if layer_id in s.layer_ids().values()
-                or layer_id.startswith(f"{s.project_id}-job-")]
+                or layer_id.startswith(f"{s.project_id}-job-")
+                or layer_id == f"project-{s.project_id}-sam-objects"]  # instance layer
 
     def close(self) -> None:
         for served in self.list():

@@ -67,7 +67,9 @@ _LIVE_SCHEMA = {"type": "object", "required": ["enabled"],
 def _edit_json(result: EditResult | None) -> dict[str, Any]:
     if result is None:
         return {"changed": False}
-    return {"changed": True, "revision": result.revision,
+    # A project's undo and redo may act on its instance objects (target "instances").
+    target = "labels" if isinstance(result, EditResult) else "instances"
+    return {"changed": True, "revision": result.revision, "target": target,
             "box_xyz": [list(result.box.start[::-1]), list(result.box.stop[::-1])]}
 
 
@@ -152,10 +154,10 @@ def project_routes(hub: ProjectHub, executor: Executor,
 
     def describe(request: web.Request, served: ServedProject) -> dict[str, Any]:
         author = principal_of(request).id
-        labels = served.project.labels
         return {**describe_project(served, base_url(request)),
                 "role": role_of(request, served.project_id),
-                "can_undo": labels.can_undo_by(author), "can_redo": labels.can_redo_by(author)}
+                "can_undo": served.project.can_undo_by(author),
+                "can_redo": served.project.can_redo_by(author)}
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,10 +31,9 @@ from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.automatic import AutoParams
 from ilastik_web.sam.finetune import FinetuneSettings
 from ilastik_web.sam.geometry import check_plane, in_plane_axes, slice_index_of
-from ilastik_web.sam.instances import InstanceStore
 from ilastik_web.sam.service import SamService
 from ilastik_web.server.auth import Access, principal_of
-from ilastik_web.server.instance_layer import InstanceLayer
+from ilastik_web.server.instance_layer import InstanceLayers
 from ilastik_web.server.layers import LayerRegistry
 from ilastik_web.server.limits import no_limit
 from ilastik_web.server.projects import ProjectHub
@@ -73,44 +71,12 @@ def _points(value: Any, name: str) -> list[list[float]]:
     return value
 
 
-class _Instances:
-    """One instance-annotation layer per data source, made on first accept."""
-
-    def __init__(self, registry: LayerRegistry, cache: ArrayCache, directory: Path | None):
-        self.registry = registry
-        self.cache = cache
-        self.directory = directory
-        self._lock = threading.Lock()
-        self._layers: dict[str, InstanceLayer] = {}
-
-    def layer_for(self, source: str, volume: LazyVolume) -> InstanceLayer:
-        name = source.replace(":", "-")
-        with self._lock:
-            layer = self._layers.get(source)
-            if layer is None:
-                folder = self.directory / name if self.directory is not None else None
-                store = InstanceStore(volume.shape, folder)
-                layer = InstanceLayer(f"{name}-sam-objects", store, volume.voxel_size,
-                                      self.cache)
-                self._layers[source] = layer
-                self.registry.replace(layer)
-            return layer
-
-    def get(self, layer_id: str) -> InstanceLayer:
-        with self._lock:
-            for layer in self._layers.values():
-                if layer.layer_id == layer_id:
-                    return layer
-        from ilastik_web.errors import NotFoundError
-
-        raise NotFoundError(f"no SAM instance layer {layer_id!r}")
-
-
 def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | None = None,
                *, cache: ArrayCache | None = None,
                instances_dir: Path | None = None,
                access: Access | None = None,
-               allowed_roots: Sequence[Path] | None = None) -> list[Route]:
+               allowed_roots: Sequence[Path] | None = None,
+               instances: InstanceLayers | None = None) -> list[Route]:
     """Routes of the SAM prompt service.
 
     Parameters
@@ -131,8 +97,11 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         that project (the route's own role is checked by the access middleware).
     allowed_roots
         Fine-tuning reads training sets and writes checkpoints only under these.
+    instances
+        The instance layers (shared with the instance tools' routes); None: made here.
     """
-    instances = _Instances(registry, cache or ArrayCache(64 << 20), instances_dir)
+    if instances is None:
+        instances = InstanceLayers(registry, cache or ArrayCache(64 << 20), instances_dir, hub)
 
     async def run_prompt(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(service.prompt_executor, fn)
@@ -272,9 +241,9 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         if target == "instances":
             volume = volume_of_source(mask.source)
             layer = instances.layer_for(mask.source, volume)
-            object_id = await run_quick(lambda: service.accept_to_instances(mask_id,
-                                                                            layer.store))
-            layer.changed()
+            author = principal_of(request).id
+            object_id = await run_quick(lambda: service.accept_to_instances(
+                mask_id, layer.store, author=author))
             url = base_url(request) + precomputed_path(layer.layer_id, layer.version)
             return web.json_response({"target": "instances", "object_id": object_id,
                                       "layer_id": layer.layer_id, "version": layer.version,
@@ -284,8 +253,8 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
     async def delete_object(request: web.Request) -> web.Response:
         layer = instances.get(request.match_info["layer_id"])
         object_id = _integer_text(request.match_info["object_id"], "object id")
-        await run_quick(lambda: layer.store.remove(object_id))
-        layer.changed()
+        author = principal_of(request).id
+        await run_quick(lambda: layer.store.remove(object_id, author=author))
         return web.json_response({"deleted": object_id, "version": layer.version})
 
     async def propagate(request: web.Request) -> web.Response:
@@ -337,12 +306,10 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
                          (int(-(-stop[rows] // 1)), int(-(-stop[cols] // 1))))
         params = AutoParams.from_json(body.get("params", {}))
         layer = instances.layer_for(source, volume)
-        loop = asyncio.get_running_loop()
+        author = principal_of(request).id
 
         def sink(objects) -> list[int]:
-            ids = [layer.store.add(box, mask) for box, mask in objects]
-            loop.call_soon_threadsafe(layer.changed)
-            return ids
+            return [layer.store.add(box, mask, author=author) for box, mask in objects]
 
         try:
             task = service.segment_automatic(volume, source, plane, index, depth=depth,

@@ -185,7 +185,7 @@ async def test_segment_everything_fills_the_instance_layer(aiohttp_client, sam_a
     assert polled["result"]["method"] == "amg" and polled["result"]["objects"] >= 1
     layer = registry.get(queued["layer_id"])
     assert layer.store.object_ids == polled["result"]["object_ids"]
-    box, _ = layer.store._objects[polled["result"]["object_ids"][0]]
+    box = layer.store.bounding_box(polled["result"]["object_ids"][0])
     assert box.start[0] == 2 and box.stop[0] == 3
     assert box.start[1] >= 4 and box.stop[1] <= 30 and box.start[2] >= 5 and box.stop[2] <= 46
 

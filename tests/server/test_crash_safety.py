@@ -299,3 +299,172 @@ def test_concurrent_painters_and_training_survive_kill_9(tmp_path):
             proc.terminate()
             proc.wait(timeout=30)
     assert trainings == 2
+
+
+# -- instance edits ---------------------------------------------------------------------------
+
+INSTANCES = "project-proj-sam-objects"
+
+
+def _square(x, y, size, z):
+    return [[x, y, z], [x + size, y, z], [x + size, y + size, z], [x, y + size, z]]
+
+
+def _instance_operation(rng, ids):
+    """A random edit, mostly valid for the objects ``ids`` the model holds now."""
+    z = int(rng.integers(SHAPE[0])) + 0.5
+    x, y = float(rng.uniform(0, SHAPE[2] - 20)), float(rng.uniform(0, SHAPE[1] - 20))
+    kinds = ["polygon"] * 3 + ["stroke", "undo", "redo"]
+    if ids:
+        kinds += ["add_to", "brush", "erase", "trim", "delete", "merge"]
+    kind = str(rng.choice(kinds))
+    pick = int(rng.choice(ids)) if ids else None
+    if kind == "polygon":
+        return kind, {"vertices_xyz": _square(x, y, float(rng.uniform(3, 18)), z)}
+    if kind == "add_to":
+        return "polygon", {"vertices_xyz": _square(x, y, 6, z), "object_id": pick}
+    if kind in ("brush", "erase"):
+        return "brush", {"points_xyz": [[x, y, z], [x + 15, y + 5, z]], "radius": 2.0,
+                         "object_id": pick, "erase": kind == "erase"}
+    if kind == "trim":
+        return "cut", {"vertices_xyz": _square(x, y, 30, z), "object_id": pick,
+                       "mode": "trim", "remove": bool(rng.integers(2))}
+    if kind == "delete":
+        return "delete", pick
+    if kind == "merge":
+        other = int(rng.choice(ids))
+        return "merge", {"object_ids": [pick, other]}
+    if kind == "stroke":
+        return kind, {"points_xyz": [[x, y, z], [x + 10, y, z]], "radius": 1.5, "label": 1}
+    return kind, None
+
+
+def _send_instance(base, op, arg):
+    if op == "stroke":
+        return _request(base, "POST", "/api/projects/proj/strokes", arg)
+    if op in ("undo", "redo"):
+        return _request(base, "POST", f"/api/projects/proj/{op}", {})
+    if op == "delete":
+        return _request(base, "DELETE", f"/api/instances/{INSTANCES}/objects/{arg}")
+    return _request(base, "POST", f"/api/instances/{INSTANCES}/{op}", arg)
+
+
+def _apply_instance(model, op, arg):
+    """The Python API's version of one operation (what the route does)."""
+    from ilastik_web.errors import InvalidRequestError, NotFoundError
+    from ilastik_web.sam.geometry import SliceRef, slice_index_of
+    from ilastik_web.sam.instance_geometry import polygon_mask
+    from ilastik_web.server.routes_project import stroke_from_json
+
+    store = model.instances
+    try:
+        if op == "stroke":
+            model.paint(stroke_from_json(arg))
+        elif op == "undo":
+            model.undo()
+        elif op == "redo":
+            model.redo()
+        elif op == "delete":
+            store.remove(arg)
+        elif op == "merge":
+            store.merge(*arg["object_ids"])
+        elif op == "brush":
+            store.brush(stroke_from_json({**arg, "label": 1}), arg["object_id"],
+                        erase=arg["erase"])
+        else:
+            ref = SliceRef(SHAPE, "xy", slice_index_of(arg["vertices_xyz"], "xy"))
+            box, mask = polygon_mask(ref, arg["vertices_xyz"])
+            if op == "polygon":
+                store.paint_polygon(ref, box, mask, arg.get("object_id"))
+            else:
+                store.cut(arg["object_id"], box, mask, remove=arg["remove"])
+    except (InvalidRequestError, NotFoundError):
+        return False
+    return True
+
+
+def _replay_instances(operations):
+    from ilastik_web.abc import Box
+
+    model = _model_project()
+    for op, arg in operations:
+        _apply_instance(model, op, arg)
+    return (model.instances.read(Box.from_shape(SHAPE)), model.labels.read(Box.from_shape(SHAPE)))
+
+
+def _served_instances(base):
+    layer = json.loads(_get(base, f"/api/instances/{INSTANCES}"))
+    planes = [np.frombuffer(_get(base, f"/precomputed/{INSTANCES}/{layer['version']}/s0/"
+                                       f"0-{SHAPE[2]}_0-{SHAPE[1]}_{z}-{z + 1}"), "<u4")
+              .reshape(SHAPE[1], SHAPE[2]) for z in range(SHAPE[0])]
+    return np.stack(planes)
+
+
+@pytest.mark.slow
+def test_instance_edits_survive_kill_9_exactly(tmp_path):
+    """Polygons, added regions, object brush and eraser, trims, merges, deletions, label
+    strokes and undo/redo across both, killed at random: after restart the served objects
+    and labels are those of the acknowledged operations (plus, maybe, the one in flight)."""
+    rng = np.random.default_rng(3)
+    volume = tmp_path / "vol.tif"
+    tifffile.imwrite(volume, rng.integers(0, 4000, SHAPE, dtype=np.uint16))
+    project_dir = tmp_path / "proj"
+    acked: list[tuple[str, object]] = []
+    model = [_model_project()]  # follows the operations sent, to pick valid ones
+    for trial in range(3):
+        proc, base = _start(tmp_path, volume, project_dir)
+        _request(base, "POST", "/api/instances/layers", {"project_id": "proj"})
+        inflight: list[tuple[str, object]] = []
+        stop = threading.Event()
+        target = len(acked) + int(rng.integers(8, 30))
+
+        def client(base=base, inflight=inflight, stop=stop):
+            while not stop.is_set():
+                op, arg = _instance_operation(rng, model[0].instances.object_ids)
+                inflight[:] = [(op, arg)]
+                expect_ok = _apply_instance(model[0], op, arg)  # taken back if unacked
+                try:
+                    _send_instance(base, op, arg)
+                    assert expect_ok, f"the server accepted {op} {arg}, the API refuses it"
+                except urllib.error.HTTPError as exc:
+                    assert not expect_ok and 400 <= exc.code < 500, (op, arg, exc.code,
+                                                                      exc.read())
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    return  # killed: the operation in flight was never acknowledged
+                acked.append((op, arg))
+                inflight[:] = []
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        while len(acked) < target and thread.is_alive():
+            thread.join(0.05)
+        assert len(acked) >= target, "the client stopped early"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        stop.set()
+        thread.join()
+        proc, base = _start(tmp_path, volume, project_dir)
+        try:
+            objects = _served_instances(base)
+            _, labels = _served_labels(base)
+            candidates = [_replay_instances(acked)]
+            if inflight:
+                candidates.append(_replay_instances(acked + inflight))
+            matches = [i for i, (inst, lab) in enumerate(candidates)
+                       if np.array_equal(inst, objects) and np.array_equal(lab, labels)]
+            assert matches, (trial, len(acked), [np.count_nonzero(c[0] != objects)
+                                                 for c in candidates])
+            if matches[0] == 1:
+                acked.extend(inflight)  # it was persisted: part of the history now
+            elif inflight:
+                model[0] = _model_copy(acked)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def _model_copy(operations):
+    model = _model_project()
+    for op, arg in operations:
+        _apply_instance(model, op, arg)
+    return model

@@ -48,6 +48,12 @@ EXPECTED = {
     "collection_navigate": "annotator", "collection_add_object": "annotator",
     "collection_delete_object": "annotator", "collection_train": "annotator",
     "collection_cancel_task": "annotator", "collection_export": "owner",
+    "instances_layer": "annotator", "instances_get": "viewer", "instances_at": "viewer",
+    "instances_outline": "viewer", "instances_polygon": "annotator",
+    "instances_clear": "annotator", "instances_cut": "annotator",
+    "instances_brush": "annotator", "instances_merge": "annotator",
+    "instances_delete": "annotator", "instances_undo": "annotator",
+    "instances_redo": "annotator",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 

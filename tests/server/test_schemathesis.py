@@ -86,7 +86,8 @@ def server(tmp_path_factory, blobs):
 def _with_real_ids(document: dict, project: Project, job_id: str) -> dict:
     ids = {
         "project_id": ["p"], "job_id": [job_id], "viewer_token": ["main"],
-        "source_id": ["raw"], "layer_id": ["raw", "p-labels", "p-probabilities"],
+        "source_id": ["raw"],
+        "layer_id": ["raw", "p-labels", "p-probabilities", "project-p-sam-objects"],
         "value": [1, 2], "scale_key": ["s0", "s1"], "item_id": ["first", "second"],
         "version": ["v0", f"r{project.labels.revision}-{project.uid}",
                     f"g{project.generation}-{project.uid}"],
