@@ -66,6 +66,25 @@ class FinetuneSettings:
             raise InvalidRequestError("lr must be in (0, 1)")
 
 
+def settings_from_json(options: Any) -> FinetuneSettings:
+    """Settings from a request's ``{"iterations", "patch", "batch_size", "lr",
+    "n_objects_per_batch", "n_sub_iteration"}`` (all optional numbers; ``patch`` is the
+    side of square patches)."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequestError("settings must be a JSON object")
+    known = {"iterations", "patch", "batch_size", "lr", "n_objects_per_batch",
+             "n_sub_iteration"}
+    if set(options) - known or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()):
+        raise InvalidRequestError(f"settings are numbers among {sorted(known)}")
+    options = dict(options)
+    if "patch" in options:
+        options["patch_shape"] = (int(options.pop("patch")),) * 2
+    return FinetuneSettings(**options)
+
+
 class _Progress:
     """The tqdm-like object torch-em's trainer reports to; raises Cancelled on request.
 

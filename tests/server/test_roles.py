@@ -44,6 +44,7 @@ EXPECTED = {
     "sam_propagate": "annotator", "sam_precompute": "annotator",
     "sam_cancel_task": "annotator", "sam_delete_object": "annotator",
     "sam_automatic": "annotator", "sam_finetune": "admin",
+    "submit_sam_finetune": "owner", "submit_sam_embeddings": "owner", "job_sam_model": "owner",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 
