@@ -166,3 +166,21 @@ def test_embedding_job_of_chosen_slices_keeps_the_size_limit(tmp_path, make_serv
                           EmbeddingCache.of_store(server.embeddings))
     with pytest.raises(InvalidRequestError, match="memory only"):
         EmbeddingCache.of_store(make_service().embeddings)
+
+
+def test_cli_finetune_as_a_job(training_set, tmp_path, tiny_checkpoint, capsys):
+    import json
+
+    from ilastik_web.cli import main
+
+    output = tmp_path / "cli.pt"
+    code = main(["sam-finetune", str(training_set), "--sam-model",
+                 f"vit_b:{tiny_checkpoint}", "--output", str(output), "--iterations", "2",
+                 "--patch", "48", "--objects", "2", "--engine", "local",
+                 "--jobs", str(tmp_path / "jobs")])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["checkpoint"] == str(output.resolve()) and output.is_file()
+    assert result["iterations"] == 2
+    summary = JobService(tmp_path / "jobs").get(result["job"])
+    assert summary["state"] == DONE and summary["kind"] == "sam-finetune"
