@@ -42,6 +42,9 @@ STATES = (PENDING, RUNNING, DONE, FAILED, CANCELLED)
 TERMINAL = (DONE, FAILED, CANCELLED)
 FORMATS = ("ome-zarr", "ome-zarr-0.5", "n5", "precomputed", "hdf5", "tiff")
 ENGINE_KINDS = ("local", "dask", "slurm", "slurm-rest")
+#: What a job computes: a blockwise prediction export, or one of the SAM tasks of
+#: :mod:`hpc.sam_jobs` (whose blocks are training runs or groups of slices to embed).
+JOB_KINDS = ("export", "sam-finetune", "sam-embeddings")
 #: Engines whose blocks run as Slurm array jobs (state from the cluster, not a thread).
 SLURM_KINDS = ("slurm", "slurm-rest")
 
@@ -165,6 +168,10 @@ class JobSpec:
         The classifier generation frozen at submission.
     memory_bytes
         Budget per block computation the plan was sized for.
+    kind
+        One of :data:`JOB_KINDS`; SAM jobs keep what they compute in ``params``.
+    params
+        The task's parameters (``kind != "export"``), as :mod:`hpc.sam_jobs` reads them.
     """
 
     source: str
@@ -177,9 +184,13 @@ class JobSpec:
     project: str | None = None
     generation: int = 0
     memory_bytes: int = 1 << 30
+    kind: str = "export"
+    params: dict | None = None
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
+        if self.kind not in JOB_KINDS:
+            raise InvalidRequestError(f"unknown job kind {self.kind!r}")
+        if self.kind == "export" and self.format not in FORMATS:
             raise InvalidRequestError(
                 f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}"
             )
@@ -241,6 +252,28 @@ class Job:
     @property
     def staging_path(self) -> Path:
         return self.folder / "staging.zarr"
+
+    @property
+    def progress_path(self) -> Path:
+        return self.folder / "progress.json"
+
+    @property
+    def result_path(self) -> Path:
+        return self.folder / "result.json"
+
+    def _read_optional(self, path: Path) -> dict | None:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # absent, or being replaced
+            return None
+
+    def progress(self) -> dict | None:
+        """What a running task last reported (steps, loss, ...); None for exports."""
+        return self._read_optional(self.progress_path)
+
+    def result(self) -> dict | None:
+        """A finished task's result (e.g. the checkpoint a fine-tuning wrote)."""
+        return self._read_optional(self.result_path)
 
     def record(self) -> dict:
         try:
@@ -366,6 +399,9 @@ class Job:
             "export": spec["export"],
             "engine": spec["engine"]["kind"],
             "generation": spec.get("generation", 0),
+            "kind": spec.get("kind", "export"),
+            "progress": self.progress(),
+            "result": self.result(),
         }
 
 
@@ -410,6 +446,24 @@ class JobStore:
             "handles": {},
         })
         os.replace(tmp, folder)  # a job appears complete or not at all
+        return Job(folder)
+
+    def create_task(self, spec: JobSpec, blocks_total: int) -> Job:
+        """A new PENDING job of a task kind (no classifier, no block plan): its
+        ``blocks_total`` units of work are described by ``spec.params``."""
+        if spec.kind == "export" or blocks_total < 1:
+            raise InvalidRequestError("a task job has a task kind and at least one block")
+        job_id = new_job_id()
+        folder = self.root / job_id
+        tmp = self.root / f".{job_id}.creating"
+        for sub in ("done", "failed", "logs"):
+            (tmp / sub).mkdir(parents=True)
+        write_json_atomic(tmp / "job.json", {
+            "id": job_id, "state": PENDING, "message": "", "spec": spec.to_json(),
+            "blocks_total": int(blocks_total), "created": time.time(), "started": None,
+            "finished": None, "run": 0, "handles": {},
+        })
+        os.replace(tmp, folder)
         return Job(folder)
 
     def get(self, job_id: str) -> Job:

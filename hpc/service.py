@@ -249,6 +249,14 @@ class JobService:
         self.start(job, background=background)
         return job
 
+    def submit_task(self, spec: JobSpec, blocks_total: int, *,
+                    background: bool = True) -> Job:
+        """Create and start a task job (see :mod:`hpc.sam_jobs`) on ``spec.engine``."""
+        job = self.store.create_task(spec, blocks_total)
+        job.append_log("driver", f"created: {spec.kind}, {blocks_total} blocks")
+        self.start(job, background=background)
+        return job
+
     # -- running ---------------------------------------------------------------------------------
 
     def start(self, job: Job, *, background: bool = True,
@@ -267,9 +275,10 @@ class JobService:
         run = int(record.get("run", 0)) + 1
         job.clear_cancel()
         job.clear_failures()
-        store = OutputStore(spec.format, spec.output, job.staging_path,
-                            OutputLayout.from_json(record["layout"]))
-        store.create()
+        if spec.kind == "export":
+            store = OutputStore(spec.format, spec.output, job.staging_path,
+                                OutputLayout.from_json(record["layout"]))
+            store.create()
         handles: dict = {"owner_pid": os.getpid()}
         job.update(state=RUNNING, run=run, started=time.time(), finished=None,
                    message="running", handles=handles, blocks_at_start=job.blocks_done())

@@ -107,15 +107,23 @@ def run_block(folder: str, index: int, run: int) -> str:
     if job.cancel_requested:
         return CANCELLED
     try:
-        context = open_context(folder, run)
-        box = context.plan.source_box(index)
         started = time.perf_counter()
-        data = predict_block(context.classifier, context.computer, box,
-                             output=context.spec.export, level=context.spec.level)
-        context.store.write(context.plan.output_box(index), np.ascontiguousarray(data))
+        spec = job.spec
+        if spec.kind != "export":
+            from hpc.sam_jobs import run_task_block
+
+            if not run_task_block(job, spec, index):
+                job.append_log(f"worker-{os.getpid()}", f"block {index}: cancelled")
+                return CANCELLED
+        else:
+            context = open_context(folder, run)
+            box = context.plan.source_box(index)
+            data = predict_block(context.classifier, context.computer, box,
+                                 output=context.spec.export, level=context.spec.level)
+            context.store.write(context.plan.output_box(index), np.ascontiguousarray(data))
         job.mark_done(index, run)
         seconds = time.perf_counter() - started
-        log.debug("block %d %s in %.2f s", index, box, seconds)
+        log.debug("block %d in %.2f s", index, seconds)
         job.append_log(f"worker-{os.getpid()}", progress_line(job, index, seconds))
         return COMPUTED
     except Exception as exc:
@@ -172,7 +180,8 @@ def finalize(folder: str) -> None:
     if done < total:
         raise RuntimeError(f"cannot finalise: {done} of {total} blocks done")
     started = time.perf_counter()
-    output_store(job).finalize()
+    if job.spec.kind == "export":
+        output_store(job).finalize()
     job.mark_finished()
     job.append_log("driver", f"output finalised in {time.perf_counter() - started:.1f} s")
 

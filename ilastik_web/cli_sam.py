@@ -105,7 +105,16 @@ def add_sam_commands(commands: argparse._SubParsersAction) -> None:
     tune.add_argument("--objects", type=positive(int), default=25,
                       help="objects sampled per batch")
     tune.add_argument("--sam-device", choices=["cpu", "cuda"], default=None,
-                      help="device (default: CUDA when present, else CPU)")
+                      help="device (default: CUDA when present, else CPU; in this process "
+                           "only, a job's worker picks CUDA when its node has it)")
+    tune.add_argument("--engine", default=None, metavar="KIND[,KEY=VALUE...]",
+                      help="run as a batch job on this engine (local, dask, slurm, "
+                           "slurm-rest, with hpc.job.EngineSpec fields, e.g. "
+                           "slurm,partition=gpu,gpus=1) and wait for it; default: in this "
+                           "process")
+    tune.add_argument("--jobs", type=Path, default=None, metavar="DIR",
+                      help="with --engine: the job folder store (e.g. a project's jobs/; "
+                           "default: jobs/ beside --output)")
     tune.add_argument("--log-level", default="INFO",
                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="logging verbosity")
     tune.set_defaults(func=run_sam_finetune)
@@ -186,6 +195,10 @@ def run_sam_finetune(args: argparse.Namespace) -> int:
                                     patch_shape=(args.patch, args.patch),
                                     batch_size=args.batch_size, lr=args.lr,
                                     n_objects_per_batch=args.objects)
+        if args.engine is not None:
+            result = _finetune_job(args, settings)
+            sys.stdout.write(json.dumps(result) + "\n")
+            return 0
         with tqdm(desc="sam-finetune", unit="step", total=args.iterations) as bar:
             def progress(done: int, total: int) -> None:
                 bar.n = done
@@ -197,3 +210,35 @@ def run_sam_finetune(args: argparse.Namespace) -> int:
         raise CommandError(str(exc) or type(exc).__name__) from None
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
+
+
+def _finetune_job(args: argparse.Namespace, settings) -> dict:
+    """``sam-finetune --engine``: submit the job, follow its steps, return its result."""
+    import time
+
+    from tqdm import tqdm
+
+    from hpc.engine_config import parse_engine
+    from hpc.job import DONE, TERMINAL
+    from hpc.sam_jobs import submit_finetune
+    from hpc.service import JobService
+    from ilastik_web.cli import CommandError
+    from ilastik_web.sam import ModelSpec
+
+    _, engine = parse_engine(f"cli={args.engine}")
+    model = ModelSpec.parse(args.sam_model)
+    jobs = JobService(args.jobs or Path(args.output).resolve().parent / "jobs")
+    job = submit_finetune(jobs, model, args.training_set, args.output, settings,
+                          name=Path(args.output).stem, engine=engine, background=True)
+    with tqdm(desc=f"sam-finetune job {job.id}", unit="step", total=args.iterations) as bar:
+        while (summary := jobs.get(job.id))["state"] not in TERMINAL:
+            progress = summary.get("progress") or {}
+            bar.n = int(progress.get("step", 0))
+            if progress.get("loss") is not None:
+                bar.set_postfix(loss=f"{progress['loss']:.4f}")
+            bar.refresh()
+            time.sleep(0.5)
+    if summary["state"] != DONE:
+        raise CommandError(f"job {job.id} {summary['state'].lower()}: {summary['message']} "
+                           f"(logs in {job.logs_dir})")
+    return {**summary["result"], "job": job.id}

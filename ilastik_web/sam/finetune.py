@@ -66,18 +66,46 @@ class FinetuneSettings:
             raise InvalidRequestError("lr must be in (0, 1)")
 
 
-class _Progress:
-    """The tqdm-like object torch-em's trainer reports to; raises Cancelled on request."""
+def settings_from_json(options: Any) -> FinetuneSettings:
+    """Settings from a request's ``{"iterations", "patch", "batch_size", "lr",
+    "n_objects_per_batch", "n_sub_iteration"}`` (all optional numbers; ``patch`` is the
+    side of square patches)."""
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise InvalidRequestError("settings must be a JSON object")
+    known = {"iterations", "patch", "batch_size", "lr", "n_objects_per_batch",
+             "n_sub_iteration"}
+    if set(options) - known or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()):
+        raise InvalidRequestError(f"settings are numbers among {sorted(known)}")
+    options = dict(options)
+    if "patch" in options:
+        options["patch_shape"] = (int(options.pop("patch")),) * 2
+    return FinetuneSettings(**options)
 
-    def __init__(self, report: Callable[[int, int], None], should_stop: Callable[[], bool]):
+
+class _Progress:
+    """The tqdm-like object torch-em's trainer reports to; raises Cancelled on request.
+
+    ``last`` holds what the logger saw of the latest step (loss, learning rate, epoch);
+    ``on_step`` receives it with the step count after each step.
+    """
+
+    def __init__(self, report: Callable[[int, int], None], should_stop: Callable[[], bool],
+                 on_step: Callable[[dict], None] | None = None):
         self.total = 0
         self.n = 0
+        self.last: dict[str, Any] = {}
         self._report = report
         self._should_stop = should_stop
+        self._on_step = on_step
 
     def update(self, steps: int = 1) -> None:
         self.n += int(steps)
         self._report(self.n, self.total)
+        if self._on_step is not None:
+            self._on_step({"step": self.n, "steps": self.total, **self.last})
         if self._should_stop():
             raise Cancelled("fine-tuning cancelled")
 
@@ -89,6 +117,24 @@ class _Progress:
 
     def close(self) -> None:
         pass
+
+
+def _reporting_logger(progress: _Progress):
+    """micro-sam's logger (tensorboard), also handing each step's loss to ``progress``."""
+    from micro_sam.training.sam_trainer import SamLogger
+
+    class ReportingLogger(SamLogger):
+        def __init__(self, trainer, save_root, **kwargs):
+            super().__init__(trainer, save_root, **kwargs)
+            self._trainer = trainer
+
+        def log_train(self, step, loss, lr, *args, **kwargs):
+            progress.last = {"loss": float(loss.detach() if hasattr(loss, "detach") else loss),
+                             "lr": float(lr),
+                             "epoch": int(getattr(self._trainer, "_epoch", 0))}
+            super().log_train(step, loss, lr, *args, **kwargs)
+
+    return ReportingLogger
 
 
 def _loader(folder: Path, settings: FinetuneSettings, is_train: bool):
@@ -108,8 +154,13 @@ def _loader(folder: Path, settings: FinetuneSettings, is_train: bool):
 def finetune(spec: ModelSpec, training_set: Path, output: Path, settings: FinetuneSettings,
              *, device: str | None = None,
              progress: Callable[[int, int], None] = lambda done, total: None,
-             should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+             should_stop: Callable[[], bool] = lambda: False,
+             on_step: Callable[[dict], None] | None = None) -> dict[str, Any]:
     """Train ``spec``'s model on ``training_set`` and write the result to ``output``.
+
+    ``progress(done, total)`` is called after each step, ``on_step`` (if given) with
+    ``{"step", "steps", "loss", "lr", "epoch"}``; ``should_stop()`` true stops the
+    training (:class:`Cancelled`) and nothing is written.
 
     Returns
     -------
@@ -118,7 +169,6 @@ def finetune(spec: ModelSpec, training_set: Path, output: Path, settings: Finetu
     """
     import torch
     from micro_sam.training import ConvertToSamInputs, SamTrainer
-    from micro_sam.training.sam_trainer import SamLogger
     from micro_sam.training.trainable_sam import TrainableSAM
 
     training_set = Path(training_set)
@@ -141,11 +191,12 @@ def finetune(spec: ModelSpec, training_set: Path, output: Path, settings: Finetu
                                                            factor=0.9, patience=3)
     train_loader = _loader(train_dir, settings, True)
     val_loader = _loader(val_dir, settings, False)
+    tracker = _Progress(progress, should_stop, on_step)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=output.parent) as work:
         trainer = SamTrainer(
             name="finetune", save_root=work, train_loader=train_loader,
             val_loader=val_loader, model=model, optimizer=optimizer, device=device,
-            lr_scheduler=scheduler, logger=SamLogger, log_image_interval=10**9,
+            lr_scheduler=scheduler, logger=_reporting_logger(tracker), log_image_interval=10**9,
             mixed_precision=device != "cpu",
             convert_inputs=ConvertToSamInputs(transform=model.transform,
                                               box_distortion_factor=0.025),
@@ -155,8 +206,7 @@ def finetune(spec: ModelSpec, training_set: Path, output: Path, settings: Finetu
         )
         t0 = time.perf_counter()
         try:
-            trainer.fit(iterations=int(settings.iterations),
-                        progress=_Progress(progress, should_stop))
+            trainer.fit(iterations=int(settings.iterations), progress=tracker)
         finally:  # its tensorboard writer flushes in a thread: close it before the folder goes
             writer = getattr(getattr(trainer, "logger", None), "tb", None)
             if writer is not None:
@@ -176,4 +226,5 @@ def finetune(spec: ModelSpec, training_set: Path, output: Path, settings: Finetu
     return {"checkpoint": str(output), "checkpoint_hash": file_hash(output),
             "iterations": steps, "seconds": round(seconds, 3),
             "steps_per_s": round(steps / seconds, 4) if seconds else None, "device": device,
-            "base_model": spec.name, "model_type": spec.model_type}
+            "base_model": spec.name, "model_type": spec.model_type,
+            "final_loss": tracker.last.get("loss")}

@@ -137,11 +137,6 @@ def create_app(
     table.extend(notice_routes(ctx))
     table.extend(viewer_routes(sessions, ctx.client, resources.interactive))
     table.extend(project_routes(ctx.projects, resources.interactive, ctx.access))
-    table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
-                            allowed_roots=config.allowed_roots or None,
-                            resources=resources, engines=EngineRegistry(config.engines)))
-    table.extend(export_routes(ctx.projects, resources.interactive,
-                               allowed_roots=config.allowed_roots or None))
     sam = SamService(SamSettings(
         models=tuple(ModelSpec.parse(text) for text in config.sam_models),
         device=config.sam_device,
@@ -150,6 +145,12 @@ def create_app(
     ))
     instance_layers = InstanceLayers(registry, resources.cache("instances"),
                                      config.sam_cache_dir, ctx.projects)
+    table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
+                            allowed_roots=config.allowed_roots or None,
+                            resources=resources, engines=EngineRegistry(config.engines),
+                            sam=sam))
+    table.extend(export_routes(ctx.projects, resources.interactive,
+                               allowed_roots=config.allowed_roots or None))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
                             instances_dir=config.sam_cache_dir, access=ctx.access,
                             allowed_roots=config.allowed_roots or None,

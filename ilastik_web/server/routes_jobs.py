@@ -150,7 +150,8 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
                allowed_roots: Sequence[Path] | None = None,
                resources: Resources | None = None,
-               engines: EngineRegistry | Mapping[str, EngineSpec] | None = None) -> list[Route]:
+               engines: EngineRegistry | Mapping[str, EngineSpec] | None = None,
+               sam=None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -170,6 +171,9 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     engines
         The engines requests may name, from the server's configuration (``--engine``,
         ``--engines``); ``local`` is always offered.
+    sam
+        The server's :class:`~ilastik_web.sam.service.SamService`: with it, SAM
+        fine-tuning and bulk embeddings are jobs too (:mod:`.routes_sam_jobs`).
     """
     launcher = (ProcessLauncher(resources.export_threads, EXPORT_NICE)
                 if resources is not None else None)
@@ -244,7 +248,13 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     p = (_PROJECT,)
     pj = (_PROJECT, _JOB)
     tags = ("jobs",)
-    return [
+    extra: list[Route] = []
+    if sam is not None:
+        from ilastik_web.server.routes_sam_jobs import sam_job_routes
+
+        extra = sam_job_routes(services, sam, hub, run, allowed_roots=allowed_roots,
+                               engines=engines)
+    return extra + [
         Route("GET", "/api/engines", list_engines, name="list_engines", tags=tags,
               summary="The batch engines this server offers (configured by its operator)"),
         Route("GET", "/api/projects/{project_id}/jobs", list_jobs, name="list_jobs",

@@ -29,7 +29,7 @@ from ilastik_web.abc import Box, LazyVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import InvalidRequestError, TooManyRequestsError
 from ilastik_web.sam.automatic import AutoParams
-from ilastik_web.sam.finetune import FinetuneSettings
+from ilastik_web.sam.finetune import settings_from_json
 from ilastik_web.sam.geometry import check_plane, in_plane_axes, slice_index_of
 from ilastik_web.sam.service import SamService
 from ilastik_web.server.auth import Access, principal_of
@@ -332,18 +332,7 @@ def sam_routes(service: SamService, registry: LayerRegistry, hub: ProjectHub | N
         name = body.get("name")
         if not isinstance(name, str):
             raise InvalidRequestError("name (of the new model) must be a string")
-        options = body.get("settings", {})
-        if not isinstance(options, dict):
-            raise InvalidRequestError("settings must be a JSON object")
-        known = {"iterations", "patch", "batch_size", "lr", "n_objects_per_batch",
-                 "n_sub_iteration"}
-        if set(options) - known or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in options.values()):
-            raise InvalidRequestError(f"settings are numbers among {sorted(known)}")
-        if "patch" in options:
-            options = {**options, "patch_shape": (int(options["patch"]),) * 2}
-            del options["patch"]
-        settings = FinetuneSettings(**options)
+        settings = settings_from_json(body.get("settings", {}))
         try:
             task = service.finetune(paths["training_set"], paths["output"], name=name,
                                     settings=settings, model=model_of(body))

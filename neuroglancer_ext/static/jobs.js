@@ -60,10 +60,11 @@
         actions.push(button("Resume", "iw-job-resume", "Run the missing blocks",
                             () => act(job, "resume")));
       }
-      if (job.state === "DONE") {
+      if (job.state === "DONE" && (job.kind || "export") === "export") {
         actions.push(button("Open as layer", "iw-job-open", "Show the export in the viewer",
                             () => openLayer(job)));
       }
+      if (IW.samJobs) actions.push(...IW.samJobs.actions(job)); // sam_jobs.js
       actions.push(button("Logs", "iw-job-logs-button", "Show the job's logs",
                           () => toggleLogs(job)));
       const name = job.output.split("/").pop();
@@ -78,7 +79,8 @@
            bar),
         el("div", { class: "iw-row iw-job-detail" },
            el("span", { class: "iw-job-blocks" }, job.blocks_done + "/" + total + " blocks" +
-              (job.message && job.state !== "DONE" ? " · " + job.message : "")),
+              (job.message && job.state !== "DONE" ? " · " + job.message : "") +
+              (job.progress && job.progress.message ? " · " + job.progress.message : "")),
            ...actions));
     }));
   }

@@ -531,7 +531,7 @@
   // --- start -----------------------------------------------------------------------------------
 
   render();
-  sam.loadModels = loadModels;
+  sam.loadModels = loadModels; // a fine-tuned model offered later (sam_jobs.js)
   loadModels();
   ui.whenReady(loadModels); // the project is known now: SAM can accept into its labels
 })();

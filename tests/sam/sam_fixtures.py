@@ -56,3 +56,28 @@ def blobs(shape_zyx, seed: int = 0) -> np.ndarray:
         inside = ((z - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((x - c[2]) / r[2]) ** 2
         image[inside <= 1] += 150
     return np.clip(image, 0, 255).astype(np.uint8)[None]
+
+
+def write_training_set(tmp_path, items: int = 3, shape=(56, 60)):
+    """A collection of ``items`` blob images annotated by thresholding, exported as a
+    tiff-layout training set; returns the set's folder."""
+    import tifffile
+    from scipy import ndimage
+
+    from ilastik_web.collections import Collection, ItemAnnotation
+    from ilastik_web.collections.trainingset import export_training_set
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(items):
+        tifffile.imwrite(folder / f"img{i}.tif", blobs((1, *shape), seed=i)[0, 0])
+    collection = Collection.from_folder(folder)
+    for i in range(items):
+        image = blobs((1, *shape), seed=i)[0]
+        labels = ndimage.label(image > 100)[0].astype(np.uint32)
+        ids = [int(v) for v in np.unique(labels) if v]
+        collection.save(f"img{i}", ItemAnnotation(labels, {v: "cell" for v in ids},
+                                                  {v: "sam" for v in ids}))
+    out = tmp_path / "set"
+    export_training_set(collection, out, layout="tiff", val_fraction=0.34)
+    return out

@@ -54,6 +54,7 @@ EXPECTED = {
     "instances_brush": "annotator", "instances_merge": "annotator",
     "instances_delete": "annotator", "instances_undo": "annotator",
     "instances_redo": "annotator",
+    "submit_sam_finetune": "owner", "submit_sam_embeddings": "owner", "job_sam_model": "owner",
 }
 WHO = ("nobody", "viewer", "annotator", "owner")
 
