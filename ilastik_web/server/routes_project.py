@@ -60,6 +60,12 @@ _SELECTION_SCHEMA = {
         "prefixItems": [{"enum": list(filters.FEATURE_IDS)}, {"type": "number"},
                         {"type": "boolean"}]}}},
 }
+_CHANNELS_SCHEMA = {
+    "type": "object", "required": ["channels"],
+    "properties": {"channels": {"oneOf": [
+        {"type": "null"},
+        {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}]}},
+}
 _LIVE_SCHEMA = {"type": "object", "required": ["enabled"],
                 "properties": {"enabled": {"type": "boolean"}}}
 
@@ -127,6 +133,7 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
         "shape_xyz": list(project.source.base.shape[::-1]),
         "classes": [c.to_json() for c in project.classes],
         "features": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
+        "feature_channels": list(project.feature_channels),
         "generation": project.generation,
         "label_revision": project.labels.revision,
         "can_undo": project.labels.can_undo,
@@ -240,7 +247,21 @@ def project_routes(hub: ProjectHub, executor: Executor,
             "selection": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
             "feature_ids": list(filters.FEATURE_IDS),
             "scales": list(filters.DEFAULT_SCALES),
+            "channels": list(project.feature_channels),
+            "num_channels": project.source.base.num_channels,
         })
+
+    async def set_feature_channels(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        body = await read_json(request)
+        if not isinstance(body, dict) or "channels" not in body:
+            raise InvalidRequestError('expected {"channels": [channel index, ...] or null}')
+        channels = body["channels"]
+        if channels is not None and not (isinstance(channels, list) and all(
+                isinstance(c, int) and not isinstance(c, bool) for c in channels)):
+            raise InvalidRequestError("channels must be a list of channel indices or null")
+        await run(lambda: project.set_feature_channels(channels))
+        return await get_features(request)
 
     async def set_features(request: web.Request) -> web.Response:
         project = served_of(request).project
@@ -365,6 +386,14 @@ def project_routes(hub: ProjectHub, executor: Executor,
               request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
               body_schema=_SELECTION_SCHEMA,
               responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
+        Route("PUT", "/api/projects/{project_id}/feature_channels", set_feature_channels,
+              name="set_feature_channels",
+              summary="Choose the input channels that feed the features (retrains; batch "
+                      "exports use them too)", role="owner", parameters=p, tags=tags,
+              request_body='{"channels": [channel index, ...] or null for all}',
+              body_schema=_CHANNELS_SCHEMA,
+              responses={200: "The feature selection and channels",
+                         400: "Empty, repeated or unknown channel"}),
         Route("GET", "/api/projects/{project_id}/importance", importance, name="importance",
               summary="Feature importance of the current classifier, per channel",
               parameters=p, tags=tags, responses={200: "Importances", 503: "No classifier"}),

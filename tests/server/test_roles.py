@@ -34,7 +34,7 @@ EXPECTED = {
     "importance": "viewer", "project_events": "viewer",
     "paint": "annotator", "undo": "annotator", "redo": "annotator", "train": "annotator",
     "add_class": "owner", "update_class": "owner", "delete_class": "owner",
-    "set_features": "owner", "set_live": "owner",
+    "set_features": "owner", "set_feature_channels": "owner", "set_live": "owner",
     "list_jobs": "owner", "submit_job": "owner", "get_job": "owner", "job_logs": "owner",
     "cancel_job": "owner", "resume_job": "owner", "open_job_layer": "owner",
     "list_links": "owner", "create_link": "owner", "revoke_link": "owner",
