@@ -36,7 +36,7 @@ NEUROGLANCER_VERSION = "2.41.2"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js",
                 "people.js", "notices.js", "exports.js", "brush_ui.js", "channels.js",
-                "labels_ui.js", "export_box.js", "sam_auto.js")
+                "labels_ui.js", "export_box.js", "sam_auto.js", "readout.js")
 STYLE_FILE = "ilastik.css"
 
 

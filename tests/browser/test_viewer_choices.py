@@ -69,3 +69,79 @@ def test_channels_that_feed_the_features_are_chosen_in_the_channel_panel(serve, 
              and boxes.nth(1).is_checked(), 60, "the choice after a reload")
     assert not errors, errors
     page.close()
+
+
+def _blob_server(serve, tmp_path):
+    import tifffile
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 60, (8, 96, 96)).astype(np.uint8)
+    data[:, 20:60, 20:60] += 150  # a bright square on a dark background
+    tifffile.imwrite(tmp_path / "blobs.tif", data)
+    served = serve(str(tmp_path / "blobs.tif"), "--voxel-size", "40,8,8", project=True)
+    served.project = api(served.base, "/api/projects")["projects"][0]["id"]
+    return served
+
+
+def _train(served):
+    path = f"/api/projects/{served.project}"
+    api(served.base, path + "/live", "PUT", {"enabled": False})
+    for label, (x0, x1, y) in ((1, (70, 90, 80.5)), (2, (30, 50, 40.5))):
+        api(served.base, path + "/strokes", "POST", {
+            "points_xyz": [[x0 + 0.5, y, 4.5], [x1 + 0.5, y, 4.5]], "radius": 2, "label": label,
+            "plane": "xy"})
+    return api(served.base, path + "/train", "POST")["generation"]
+
+
+def _open(browser, served):
+    page, errors = _page(browser)
+    page.goto(served.url)
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.viewReady",
+                           timeout=60_000)
+    page.evaluate("""(() => {
+      viewer.state.children.get("layout").restoreState("xy");
+      viewer.state.children.get("crossSectionScale").restoreState(0.25);
+      viewer.state.children.get("position").restoreState([48, 48, 4.5]);
+    })()""")
+    page.wait_for_timeout(300)  # a layout change re-creates the panels: let them settle
+    return page, errors
+
+
+def test_probabilities_under_the_mouse_are_named_by_class(serve, browser, tmp_path, artifacts):
+    from paint_helpers import screen_points
+
+    served = _blob_server(serve, tmp_path)
+    path = f"/api/projects/{served.project}"
+    classes = api(served.base, path)["classes"]
+    for _ in range(len(classes), 2):
+        api(served.base, path + "/classes", "POST", {"name": "new"})
+    for value, name in ((1, "background"), (2, "square")):
+        api(served.base, f"{path}/classes/{value}", "PATCH", {"name": name})
+    generation = _train(served)
+    page, errors = _open(browser, served)
+    section = page.locator("#iw-readout-section")
+    wait_for(section.is_visible, 30, "the probabilities readout section")
+    rows = page.locator("#iw-readout .iw-readout-class")
+    where = page.locator("#iw-readout-where")
+    for voxel, likely in (([40.5, 40.5, 4.5], "square"), ([85.5, 15.5, 4.5], "background")):
+        (point,) = screen_points(page, [voxel])
+        page.mouse.move(point[0] - 3, point[1] - 3)
+        page.mouse.move(*point, steps=2)
+        # the voxel Neuroglancer itself has under the mouse
+        x, y, z = page.evaluate("""Array.from(viewer.mouseState.position).slice(0, 3)
+                                   .map(Math.floor)""")
+        assert abs(x - voxel[0]) <= 2 and abs(y - voxel[1]) <= 2 and z == 4, (x, y, z)
+        wait_for(lambda x=x, y=y: where.inner_text().startswith(f"x {x}, y {y}, z 4"), 30,
+                 f"the readout at {(x, y, z)}")
+        assert f"generation {generation}" in where.inner_text()
+        names = rows.locator(".iw-bar-name").all_inner_texts()
+        values = [float(v) for v in rows.locator(".iw-readout-value").all_inner_texts()]
+        assert names == ["background", "square"], names
+        expected = api(served.base, f"/api/projects/{served.project}/probabilities"
+                                    f"?x={x}&y={y}&z={z}")
+        assert values == [round(c["probability"], 2) for c in expected["classes"]]
+        assert abs(sum(values) - 1) <= 0.02
+        assert names[int(np.argmax(values))] == likely, (voxel, values)
+    page.screenshot(path=str(artifacts / "probabilities-readout.png"))
+    assert not errors, errors
+    page.close()

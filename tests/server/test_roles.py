@@ -31,7 +31,7 @@ EXPECTED = {
     "viewer_events": "viewer", "viewer_state": "viewer", "viewer_credentials": "viewer",
     "viewer_action": "annotator",
     "list_projects": "user", "get_project": "viewer", "get_features": "viewer",
-    "importance": "viewer", "project_events": "viewer",
+    "importance": "viewer", "probabilities_at": "viewer", "project_events": "viewer",
     "paint": "annotator", "undo": "annotator", "redo": "annotator", "train": "annotator",
     "add_class": "owner", "update_class": "owner", "delete_class": "owner",
     "set_features": "owner", "set_feature_channels": "owner", "set_live": "owner",
