@@ -165,6 +165,11 @@ class JobSpec:
         The classifier generation frozen at submission.
     memory_bytes
         Budget per block computation the plan was sized for.
+    feature_channels
+        The source's channels that feed the features (the project's choice); None: all.
+    dtype
+        How the output is stored (see :data:`hpc.writers.OUTPUT_DTYPES`); None: the
+        export's default (uint8 as the viewer shows it, float32 features).
     """
 
     source: str
@@ -177,6 +182,8 @@ class JobSpec:
     project: str | None = None
     generation: int = 0
     memory_bytes: int = 1 << 30
+    feature_channels: tuple[int, ...] | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -193,8 +200,9 @@ class JobSpec:
     def from_json(cls, data: dict) -> JobSpec:
         data = dict(data)
         data["engine"] = EngineSpec.from_json(data.get("engine") or {})
-        if data.get("voxel_size") is not None:
-            data["voxel_size"] = tuple(data["voxel_size"])
+        for key in ("voxel_size", "feature_channels"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -366,6 +374,8 @@ class Job:
             "export": spec["export"],
             "engine": spec["engine"]["kind"],
             "generation": spec.get("generation", 0),
+            "dtype": spec.get("dtype"),
+            "feature_channels": spec.get("feature_channels"),
         }
 
 
