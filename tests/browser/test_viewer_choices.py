@@ -145,3 +145,61 @@ def test_probabilities_under_the_mouse_are_named_by_class(serve, browser, tmp_pa
     page.screenshot(path=str(artifacts / "probabilities-readout.png"))
     assert not errors, errors
     page.close()
+
+
+def test_export_engine_and_dtype_are_chosen_in_the_jobs_panel(serve, browser, tmp_path):
+    import tifffile
+
+    from ilastik_web.abc import Box
+    from ilastik_web.sources import open_source
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 60, (8, 96, 96)).astype(np.uint8)
+    data[:, 20:60, 20:60] += 150
+    tifffile.imwrite(tmp_path / "blobs.tif", data)
+    served = serve(str(tmp_path / "blobs.tif"), "--voxel-size", "40,8,8",
+                   "--engine", "two=local,workers=2",
+                   "--engine", "cluster=dask,address=tcp://127.0.0.1:9", project=True)
+    served.project = api(served.base, "/api/projects")["projects"][0]["id"]
+    path = f"/api/projects/{served.project}"
+    for _ in range(len(api(served.base, path)["classes"]), 2):
+        api(served.base, path + "/classes", "POST", {"name": "new"})
+    _train(served)
+    page, errors = _page(browser)
+    page.goto(served.url)
+    page.wait_for_function("window.ilastikWeb && ilastikWeb.ready && ilastikWeb.jobs",
+                           timeout=60_000)
+    engine = page.locator("#iw-job-engine option")
+    wait_for(lambda: engine.count() == 3, 30, "the server's engines in the picker")
+    offered = {e["name"] for e in api(served.base, "/api/engines")["engines"]}
+    assert set(engine.evaluate_all("els => els.map(e => e.value)")) == offered == {
+        "local", "two", "cluster"}
+    assert "cluster (dask)" in engine.all_inner_texts()
+    dtypes = page.locator("#iw-job-dtype option")
+    page.select_option("#iw-job-export", "segmentation")
+    assert dtypes.evaluate_all("els => els.map(e => e.value)") == ["uint8", "uint16"]
+    page.select_option("#iw-job-export", "probabilities")
+    assert dtypes.evaluate_all("els => els.map(e => e.value)") == ["uint8", "uint16", "float32"]
+
+    page.select_option("#iw-job-dtype", "float32")
+    page.select_option("#iw-job-engine", "two")
+    page.fill("#iw-job-roi", "2:4,0:96,0:96")
+    with page.expect_response(lambda r: r.url.endswith(f"{path}/jobs")
+                              and r.request.method == "POST") as answer:
+        page.click("#iw-job-submit")
+    assert answer.value.status == 201, answer.value.text()
+    assert answer.value.request.post_data_json["engine"] == "two"
+    job = answer.value.json()
+    assert job["dtype"] == "float32" and job["engine"] == "local"
+    row = f'.iw-job[data-job="{job["id"]}"]'
+    page.wait_for_selector(f'{row}[data-state="DONE"]', timeout=120_000)
+    assert page.locator(f"{row} .iw-job-dtype").inner_text() == "float32"
+    record = json.loads(next(tmp_path.rglob(f"jobs/{job['id']}/job.json")).read_text())
+    assert record["spec"]["engine"]["workers"] == 2  # the engine the user picked
+    result = open_source(job["output"]).base
+    values = result.read(Box.from_shape(result.shape))
+    assert values.dtype == np.float32 and values.shape == (2, 2, 96, 96)
+    assert values.min() >= 0 and values.max() <= 1
+    np.testing.assert_allclose(values.sum(axis=0), 1, atol=1e-5)
+    assert not errors, errors
+    page.close()
