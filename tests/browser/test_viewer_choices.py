@@ -203,3 +203,64 @@ def test_export_engine_and_dtype_are_chosen_in_the_jobs_panel(serve, browser, tm
     np.testing.assert_allclose(values.sum(axis=0), 1, atol=1e-5)
     assert not errors, errors
     page.close()
+
+
+def test_labels_drawn_as_outlines_from_the_label_display(serve, browser, tmp_path, artifacts):
+    import tifffile
+    from paint_helpers import label_slice, pixels_around
+
+    tifffile.imwrite(tmp_path / "dark.tif", np.full((8, 96, 96), 10, np.uint8))
+    served = serve(str(tmp_path / "dark.tif"), "--voxel-size", "40,8,8", project=True)
+    served.project = api(served.base, "/api/projects")["projects"][0]["id"]
+    path = f"/api/projects/{served.project}"
+    api(served.base, path + "/live", "PUT", {"enabled": False})
+    if not api(served.base, path)["classes"]:
+        api(served.base, path + "/classes", "POST", {"name": "cells"})
+    api(served.base, f"{path}/classes/1", "PATCH", {"color": "#ff0000"})
+
+    def stroke(x, y):
+        api(served.base, path + "/strokes", "POST", {
+            "points_xyz": [[x + 0.5, y + 0.5, 4.5]], "radius": 7, "label": 1, "plane": "xy"})
+        return api(served.base, path)["layers"]["labels"]
+
+    labels = stroke(30, 28)
+    page, errors = _open(browser, served)
+    red = lambda p: p[..., 0].mean() > 120 and p[..., 1].mean() < 80  # noqa: E731
+
+    def rim_and_middle(layer, x, y):
+        """A voxel on the stroke's outline (its rightmost) and its middle."""
+        plane = label_slice(served.base, layer["id"], layer["version"], 4, (96, 96))
+        right = int(np.nonzero(plane[y])[0].max())
+        return [right + 0.5, y + 0.5, 4.5], [x + 0.5, y + 0.5, 4.5]
+
+    rim, middle = rim_and_middle(labels, 30, 28)
+    wait_for(lambda: red(pixels_around(page, [middle], radius=3)[0]), 60, "the stroke filled")
+    outline = page.locator("#iw-label-outline")
+    wait_for(outline.is_visible, 10, "the outline option")
+    assert not outline.is_checked()
+    outline.check()
+
+    def outlined(rim, middle):
+        rim_patch, middle_patch = pixels_around(page, [rim, middle], radius=2)
+        # the one-voxel rim (4 pixels wide here) shows red; the middle is the dark data
+        rim_red = (rim_patch[..., 0] > 150) & (rim_patch[..., 1] < 80)
+        return rim_red.sum() >= 4 and middle_patch[..., 0].max() < 60
+    wait_for(lambda: outlined(rim, middle), 30, "the stroke drawn as its outline")
+    page.screenshot(path=str(artifacts / "labels-outline.png"))
+    url = page.evaluate("ilastikWeb.ng.sourceUrlOf(ilastikWeb.ng.layerServing(ilastikWeb"
+                        ".labelsLayerId))")
+    assert url.rstrip("/").endswith(labels["version"] + "-outline"), url
+
+    # a new stroke (a new labels revision) stays outlined
+    newer = stroke(70, 28)
+    rim2, middle2 = rim_and_middle(newer, 70, 28)
+    wait_for(lambda: outlined(rim2, middle2) and outlined(rim, middle), 60,
+             "the new stroke outlined too")
+    url = page.evaluate("ilastikWeb.ng.sourceUrlOf(ilastikWeb.ng.layerServing(ilastikWeb"
+                        ".labelsLayerId))")
+    assert url.rstrip("/").endswith(newer["version"] + "-outline"), url
+    # and back to filled
+    outline.uncheck()
+    wait_for(lambda: red(pixels_around(page, [middle2], radius=3)[0]), 30, "filled again")
+    assert not errors, errors
+    page.close()
