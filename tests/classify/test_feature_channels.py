@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_blobs
 
 from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
@@ -17,16 +16,16 @@ from ilastik_web.sources.array import ArrayVolume
 SELECTION = [("GaussianSmoothing", 1.0), ("HessianOfGaussianEigenvalues", 1.0)]
 
 
-def _two_channels(noise_seed=1):
-    image, truth = make_blobs()
+def _two_channels(blobs, noise_seed=1):
+    image, truth = blobs
     noise = np.random.default_rng(noise_seed).integers(0, 1000, image.shape).astype(image.dtype)
     stack = np.stack([noise, image])  # channel 1 holds the blobs, channel 0 noise
     volume = ArrayVolume(stack, voxel_size=(2.0, 1.0, 1.0), chunk_shape=(8, 32, 32))
     return MultiscaleVolume(f"two-{noise_seed}", [volume]), image, truth
 
 
-def test_chosen_channel_gives_that_channels_features():
-    source, image, _ = _two_channels()
+def test_chosen_channel_gives_that_channels_features(blobs):
+    source, image, _ = _two_channels(blobs)
     single = MultiscaleVolume("one", [ArrayVolume(image[None], voxel_size=(2.0, 1.0, 1.0),
                                                   chunk_shape=(8, 32, 32))])
     box = Box((4, 10, 10), (9, 40, 50))
@@ -64,8 +63,8 @@ def _paint(project, truth):
                 project.paint(Stroke(((z + 0.5, y + 0.5, x + 0.5),), radius=1.5, label=label))
 
 
-def test_project_trains_and_predicts_on_the_chosen_channels_and_keeps_them(tmp_path):
-    source, _, truth = _two_channels()
+def test_project_trains_and_predicts_on_the_chosen_channels_and_keeps_them(tmp_path, blobs):
+    source, _, truth = _two_channels(blobs)
     project = Project.create(tmp_path / "p", source, classes=["background", "blob"],
                              selection=SELECTION)
     assert project.feature_channels == (0, 1)
@@ -81,7 +80,7 @@ def test_project_trains_and_predicts_on_the_chosen_channels_and_keeps_them(tmp_p
     classifier = project.current_generation().classifier
     assert all(name.endswith(" on channel 1") for name in classifier.feature_names)
     # Only channel 1 feeds the features: other noise in channel 0 predicts the same.
-    noisier, _, _ = _two_channels(noise_seed=7)
+    noisier, _, _ = _two_channels(blobs, noise_seed=7)
     twin = Project.create(None, noisier, classes=["background", "blob"], selection=SELECTION,
                           feature_channels=[1])
     _paint(twin, truth)
@@ -107,8 +106,8 @@ def test_project_trains_and_predicts_on_the_chosen_channels_and_keeps_them(tmp_p
     reopened.close()
 
 
-def test_a_classifier_of_other_channels_is_not_reloaded(tmp_path):
-    source, _, truth = _two_channels()
+def test_a_classifier_of_other_channels_is_not_reloaded(tmp_path, blobs):
+    source, _, truth = _two_channels(blobs)
     project = Project.create(tmp_path / "p", source, classes=["background", "blob"],
                              selection=SELECTION, feature_channels=[1])
     _paint(project, truth)
