@@ -77,6 +77,12 @@
 
   function onMouse() {
     if (!IW.project.id || !IW.project.info) return;
+    if (!(IW.project.info.generation > 0)) {
+      // Nothing to ask for (the server would answer 503, a red line in the console).
+      where.textContent = "no classifier yet: paint two classes";
+      rows.replaceChildren();
+      return;
+    }
     const voxel = voxelUnderMouse();
     if (!voxel) return;
     state.wanted = voxel;
@@ -89,6 +95,6 @@
   });
   // A new classifier changes the numbers under a resting mouse too.
   IW.panel.onEvent((event) => {
-    if (event.kind === "generation") setTimeout(onMouse, 300);
+    if (event.kind === "generation") setTimeout(onMouse, 800);
   });
 })();
