@@ -172,6 +172,11 @@ class JobSpec:
         One of :data:`JOB_KINDS`; SAM jobs keep what they compute in ``params``.
     params
         The task's parameters (``kind != "export"``), as :mod:`hpc.sam_jobs` reads them.
+    feature_channels
+        The source's channels that feed the features (the project's choice); None: all.
+    dtype
+        How the output is stored (see :data:`hpc.writers.OUTPUT_DTYPES`); None: the
+        export's default (uint8 as the viewer shows it, float32 features).
     """
 
     source: str
@@ -186,6 +191,8 @@ class JobSpec:
     memory_bytes: int = 1 << 30
     kind: str = "export"
     params: dict | None = None
+    feature_channels: tuple[int, ...] | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in JOB_KINDS:
@@ -204,8 +211,9 @@ class JobSpec:
     def from_json(cls, data: dict) -> JobSpec:
         data = dict(data)
         data["engine"] = EngineSpec.from_json(data.get("engine") or {})
-        if data.get("voxel_size") is not None:
-            data["voxel_size"] = tuple(data["voxel_size"])
+        for key in ("voxel_size", "feature_channels"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -402,6 +410,8 @@ class Job:
             "kind": spec.get("kind", "export"),
             "progress": self.progress(),
             "result": self.result(),
+            "dtype": spec.get("dtype"),
+            "feature_channels": spec.get("feature_channels"),
         }
 
 

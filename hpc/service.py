@@ -107,9 +107,10 @@ def plan_job(computer: FeatureComputer, classifier: PixelClassifier, *, export: 
              level: int = 0, roi: Box | None = None, memory_bytes: int = 1 << 30,
              block_shape: Sequence[int] | None = None,
              chunk_shape: Sequence[int] | None = None,
-             classes: Sequence[ClassInfo] = ()) -> tuple[BlockPlan, OutputLayout]:
+             classes: Sequence[ClassInfo] = (),
+             dtype: str | None = None) -> tuple[BlockPlan, OutputLayout]:
     """Blocks sized from ``memory_bytes`` (or given), and the output's layout (with the
-    project's ``classes`` for names and colours in its metadata)."""
+    project's ``classes`` for names and colours in its metadata, stored as ``dtype``)."""
     check_output(export)
     if not 0 <= level < len(computer.source):
         raise InvalidRequestError(f"level {level} outside 0..{len(computer.source) - 1}")
@@ -127,7 +128,7 @@ def plan_job(computer: FeatureComputer, classifier: PixelClassifier, *, export: 
             output_channels=channels,
         )
     plan = BlockPlan(region, tuple(int(b) for b in block_shape), chunk)  # type: ignore[arg-type]
-    layout = OutputLayout(region.shape, channels, output_dtype(export).name, chunk,  # type: ignore[arg-type]
+    layout = OutputLayout(region.shape, channels, output_dtype(export, dtype).name, chunk,  # type: ignore[arg-type]
                           tuple(volume.voxel_size), export,  # type: ignore[arg-type]
                           classes=tuple(classes),
                           channel_values=tuple(classifier.label_values)
@@ -178,7 +179,7 @@ class JobService:
                generation: int = 0, memory_bytes: int = 1 << 30,
                block_shape: Sequence[int] | None = None,
                chunk_shape: Sequence[int] | None = None,
-               classes: Sequence[ClassInfo] = ()) -> Job:
+               classes: Sequence[ClassInfo] = (), dtype: str | None = None) -> Job:
         """A PENDING job with the classifier frozen (copied into the job folder).
 
         The output is reserved atomically (created empty, exclusively), so of two jobs
@@ -198,10 +199,11 @@ class JobService:
         spec = JobSpec(source=source, output=output_text, format=format, export=export,
                        level=level, voxel_size=tuple(voxel_size) if voxel_size else None,
                        engine=engine or EngineSpec(), project=project, generation=generation,
-                       memory_bytes=memory_bytes)
+                       memory_bytes=memory_bytes, feature_channels=computer.channels,
+                       dtype=output_dtype(export, dtype).name)
         plan, layout = plan_job(computer, classifier, export=export, level=level, roi=roi,
                                 memory_bytes=memory_bytes, block_shape=block_shape,
-                                chunk_shape=chunk_shape, classes=classes)
+                                chunk_shape=chunk_shape, classes=classes, dtype=dtype)
         local = None if is_object_output(output_text) else Path(output_text)
         if local is not None:
             reserve_output(local, format)
@@ -226,7 +228,8 @@ class JobService:
     def submit_from_project(self, project, *, output: str | Path, format: str, export: str,
                             level: int = 0, roi: Box | None = None,
                             engine: EngineSpec | None = None, memory_bytes: int = 1 << 30,
-                            source: str | None = None, background: bool = True) -> Job:
+                            source: str | None = None, background: bool = True,
+                            dtype: str | None = None) -> Job:
         """Freeze ``project``'s current classifier and start a job over its source
         (or over ``source``, another volume of the same kind)."""
         generation = project.current_generation()
@@ -238,14 +241,16 @@ class JobService:
         if source is not None:
             from ilastik_web.sources import open_source
 
-            computer = FeatureComputer(open_source(source), computer.selection, computer.cache)
+            computer = FeatureComputer(open_source(source), computer.selection, computer.cache,
+                                       channels=computer.channels)
             voxel_size = None
         job = self.create(classifier=generation.classifier, computer=computer, source=location,
                           output=output, format=format, export=export, level=level, roi=roi,
                           engine=engine, voxel_size=voxel_size,
                           project=str(project.directory) if project.directory else None,
                           generation=generation.number, memory_bytes=memory_bytes,
-                          classes=[ClassInfo(c.value, c.name, c.color) for c in project.classes])
+                          classes=[ClassInfo(c.value, c.name, c.color) for c in project.classes],
+                          dtype=dtype)
         self.start(job, background=background)
         return job
 

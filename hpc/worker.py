@@ -83,7 +83,7 @@ def open_context(folder: str, run: int) -> WorkerContext:
     selection = [tuple(s) for s in json.loads(job.features_path.read_text())]
     source = open_source(spec.source, voxel_size=spec.voxel_size)
     # No feature cache: each block is computed once, and memory stays bounded.
-    computer = FeatureComputer(source, selection, ArrayCache(0))
+    computer = FeatureComputer(source, selection, ArrayCache(0), channels=spec.feature_channels)
     return WorkerContext(job, spec, job.plan, classifier, computer, output_store(job))
 
 
@@ -119,7 +119,8 @@ def run_block(folder: str, index: int, run: int) -> str:
             context = open_context(folder, run)
             box = context.plan.source_box(index)
             data = predict_block(context.classifier, context.computer, box,
-                                 output=context.spec.export, level=context.spec.level)
+                                 output=context.spec.export, level=context.spec.level,
+                                 dtype=context.spec.dtype)
             context.store.write(context.plan.output_box(index), np.ascontiguousarray(data))
         job.mark_done(index, run)
         seconds = time.perf_counter() - started

@@ -56,7 +56,7 @@ class OutputLayout:
     channels
         Channel count.
     dtype
-        numpy dtype name (``"uint8"`` or ``"float32"``).
+        numpy dtype name (``"uint8"``, ``"uint16"`` or ``"float32"``).
     chunk_shape
         Spatial chunk shape (z, y, x); blocks are multiples of it.
     voxel_size
@@ -105,7 +105,7 @@ class OutputLayout:
 
 
 def _zarr_dtype(dtype: str) -> str:
-    return {"uint8": "|u1", "float32": "<f4"}[dtype]
+    return {"uint8": "|u1", "uint16": "<u2", "float32": "<f4"}[dtype]
 
 
 def _file_kv(path: Path) -> dict:
@@ -483,7 +483,7 @@ class OutputStore:
         attributes: dict = {"multiscales": multiscales(layout.export, scales, channel=True,
                                                        kind=kind, version=version)}
         if layout.export == "probabilities" and layout.channel_values:
-            maximum = 255 if layout.dtype == "uint8" else 1
+            maximum = {"uint8": 255, "uint16": 65535}.get(layout.dtype, 1)
             attributes["omero"] = omero(
                 classes_for_values(layout.channel_values, layout.classes), maximum=maximum,
                 version=version)

@@ -149,6 +149,7 @@ class Project:
         debounce_s: float = 0.25,
         uid: str | None = None,
         resources: Resources | None = None,
+        feature_channels: Sequence[int] | None = None,
     ):
         # Part of every served URL: chunk URLs are cached forever, so versions of two
         # projects (or of a project deleted and made again) must never coincide.
@@ -174,7 +175,8 @@ class Project:
         else:
             self.feature_cache = ArrayCache(feature_cache_bytes)
             self.prediction_cache = ArrayCache(prediction_cache_bytes)
-        self._computer = FeatureComputer(source, selection, self.feature_cache)
+        self._computer = FeatureComputer(source, selection, self.feature_cache,
+                                         channels=feature_channels)
         self._samples = TrainingSamples()
         self._generation_number = generation
         self._generation: Generation | None = None
@@ -262,6 +264,7 @@ class Project:
             source, _ = _resolve_source(location, voxel_size, allowed_roots)
         classes = [LabelClass(c["value"], c["name"], c["color"]) for c in data["classes"]]
         selection = [tuple(item) for item in data["features"]]
+        kwargs.setdefault("feature_channels", data.get("feature_channels"))
         return cls(directory, source, source_location=location, voxel_size=voxel_size,
                    classes=classes, selection=selection, generation=data["generation"],
                    uid=data["uid"], **kwargs)
@@ -290,6 +293,7 @@ class Project:
             "source": {"location": self.source_location, "voxel_size": self.voxel_size_override},
             "classes": [c.to_json() for c in self.classes],
             "features": [[s.feature_id, s.sigma, s.in_2d] for s in self.selection],
+            "feature_channels": list(self.feature_channels),
             "generation": self._generation_number,
         }
 
@@ -404,12 +408,40 @@ class Project:
 
     def set_selection(self, selection) -> None:
         """Change the feature selection; the next training uses it."""
-        computer = FeatureComputer(self.source, selection, self.feature_cache)
+        computer = FeatureComputer(self.source, selection, self.feature_cache,
+                                   channels=self._computer.channels)
         with self._lock:
             self._computer = computer
         self._save_metadata()
         self._notify("features", {"features": [[s.feature_id, s.sigma, s.in_2d]
                                                for s in computer.selection]})
+        self._request_training()
+
+    @property
+    def feature_channels(self) -> tuple[int, ...]:
+        """The source's channels that feed the features (all by default)."""
+        return self._computer.channels
+
+    def set_feature_channels(self, channels: Sequence[int] | None) -> None:
+        """Choose the input channels of the features (None: all); the next training,
+        its predictions and batch exports use only them.
+
+        Raises
+        ------
+        InvalidRequestError
+            Empty, repeated or out-of-range channels.
+        """
+        try:
+            computer = FeatureComputer(self.source, self._computer.selection,
+                                       self.feature_cache, channels=channels)
+        except ValueError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        with self._lock:
+            self._computer = computer
+        self._save_metadata()
+        self._notify("features", {"features": [[s.feature_id, s.sigma, s.in_2d]
+                                               for s in computer.selection],
+                                  "channels": list(computer.channels)})
         self._request_training()
 
     @property

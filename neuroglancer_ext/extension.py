@@ -37,7 +37,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 SCRIPT_FILES = ("ng_internals.js", "state_sync.js", "brush.js", "panel.js", "sam.js", "jobs.js",
                 "people.js", "notices.js", "exports.js", "brush_ui.js", "channels.js",
                 "labels_ui.js", "export_box.js", "sam_auto.js", "collection.js",
-                "instance_tools.js", "sam_jobs.js")
+                "instance_tools.js", "sam_jobs.js", "readout.js")
 STYLE_FILE = "ilastik.css"
 
 

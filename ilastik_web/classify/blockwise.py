@@ -38,10 +38,44 @@ def output_channels(output: str, classifier: PixelClassifier) -> int:
     return 1
 
 
-def output_dtype(output: str) -> np.dtype:
-    """float32 for features, uint8 for everything the viewer shows."""
+#: The dtypes each export can be stored as, the default (what the viewer shows) first.
+#: Probabilities and uncertainty: uint8 and uint16 scale 0..1 to 0..255 and 0..65535,
+#: float32 keeps the forest's own values; segmentation holds class values.
+OUTPUT_DTYPES: dict[str, tuple[str, ...]] = {
+    "probabilities": ("uint8", "uint16", "float32"),
+    "segmentation": ("uint8", "uint16"),
+    "uncertainty": ("uint8", "uint16", "float32"),
+    "features": ("float32",),
+}
+
+
+def output_dtype(output: str, dtype: str | None = None) -> np.dtype:
+    """The stored dtype of ``output``: ``dtype`` if that export allows it, else its default
+    (float32 for features, uint8 for everything the viewer shows).
+
+    Raises
+    ------
+    InvalidRequestError
+        ``dtype`` is not one of :data:`OUTPUT_DTYPES` for ``output``.
+    """
     check_output(output)
-    return np.dtype(np.float32 if output == "features" else np.uint8)
+    allowed = OUTPUT_DTYPES[output]
+    if dtype is None:
+        return np.dtype(allowed[0])
+    if dtype not in allowed:
+        raise InvalidRequestError(
+            f"{output} cannot be stored as {dtype!r}; choose one of {', '.join(allowed)}"
+        )
+    return np.dtype(dtype)
+
+
+def scale_fraction(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """[0, 1] values as ``dtype``: float32 as they are, integers scaled to their full range
+    (rounded)."""
+    if dtype.kind == "f":
+        return values.astype(dtype, copy=False)
+    top = float(np.iinfo(dtype).max)
+    return np.clip(np.rint(values * top), 0, top).astype(dtype)
 
 
 def check_output(output: str) -> str:
@@ -77,6 +111,7 @@ def predict_block(
     *,
     output: str = "probabilities",
     level: int = 0,
+    dtype: str | None = None,
 ) -> np.ndarray:
     """``output`` of ``box`` at pyramid ``level``, a C-ordered (c, z, y, x) array.
 
@@ -93,17 +128,29 @@ def predict_block(
         One of :data:`OUTPUTS`.
     level
         Pyramid level of the source.
+    dtype
+        One of :data:`OUTPUT_DTYPES` for ``output``; None: the default, exactly what the
+        viewer shows. Other dtypes come from the forest's float probabilities.
 
     Returns
     -------
     ndarray
-        uint8 probabilities (classes), segmentation (1, class value of the argmax),
-        uncertainty (1, 1 − (p1 − p2) scaled to 0..255) or float32 features.
+        By default uint8 probabilities (classes), segmentation (1, class value of the
+        argmax), uncertainty (1, 1 − (p1 − p2) scaled to 0..255) or float32 features.
     """
-    check_output(output)
+    stored = output_dtype(output, dtype)
     features = computer.features(level, box)
     if output == "features":
         return np.ascontiguousarray(features, dtype=np.float32)
     check_cancelled()
-    probabilities = probabilities_to_uint8(classifier.predict_proba(features))
-    return encode_probabilities(probabilities, output=output, label_values=classifier.label_values)
+    proba = classifier.predict_proba(features)
+    if stored == np.uint8:
+        probabilities = probabilities_to_uint8(proba)
+        return encode_probabilities(probabilities, output=output,
+                                    label_values=classifier.label_values)
+    if output == "segmentation":
+        values = np.asarray(classifier.label_values, dtype=stored)
+        return np.ascontiguousarray(values[np.argmax(proba, axis=0)][None])
+    if output == "uncertainty":
+        proba = uncertainty_from_probabilities(proba)
+    return np.ascontiguousarray(scale_fraction(proba, stored))

@@ -33,20 +33,31 @@ class FeatureComputer:
     selection
         Feature selection as accepted by :func:`filters.normalize_selection`.
     cache
-        Where feature blocks are kept; keys include the source, level, box and selection,
-        so features survive classifier generations.
+        Where feature blocks are kept; keys include the source, level, box, selection and
+        input channels, so features survive classifier generations.
+    channels
+        The source's channels that feed the features (ilastik's channel choice), in
+        ascending order; None: all of them. See :func:`check_channels`.
     """
 
-    def __init__(self, source: MultiscaleVolume, selection, cache: ArrayCache):
+    def __init__(self, source: MultiscaleVolume, selection, cache: ArrayCache,
+                 channels=None):
         self.source = source
         self.selection = filters.normalize_selection(selection)
         if not self.selection:
             raise ValueError("the feature selection is empty")
         self.cache = cache
+        self.channels = check_channels(channels, source.base.num_channels)
         self.ndim = 2 if source.base.shape[0] == 1 else 3
-        self.channel_names = filters.channel_names(
-            self.selection, ndim=self.ndim, input_channels=source.base.num_channels
+        names = filters.channel_names(
+            self.selection, ndim=self.ndim, input_channels=len(self.channels)
         )
+        if self.channels != tuple(range(source.base.num_channels)):
+            # A classifier trained on other channels must never pass for this one's.
+            chosen = ", ".join(str(c) for c in self.channels)
+            suffix = f" on channel{'s' if len(self.channels) > 1 else ''} {chosen}"
+            names = [name + suffix for name in names]
+        self.channel_names = names
         self._groups: dict[int, list[_Group]] = {}
 
     @property
@@ -64,14 +75,17 @@ class FeatureComputer:
 
     def features(self, level: int, box: Box) -> np.ndarray:
         """float32 features (channels, *box.shape) of ``box`` at pyramid ``level``."""
-        key = ("features", self.source.levels[level].key, box, self.selection)
+        key = ("features", self.source.levels[level].key, box, self.selection, self.channels)
         return self.cache.get_or_compute(key, lambda: self._compute(level, box))
 
     def _compute(self, level: int, box: Box) -> np.ndarray:
         check_cancelled()
         volume = self.source.levels[level]
         read_box = box.grow(self.halo(level)).clip(volume.shape)
-        image = volume.read(read_box).astype(np.float32, copy=False)
+        image = volume.read(read_box)
+        if len(self.channels) != image.shape[0]:
+            image = image[list(self.channels)]
+        image = image.astype(np.float32, copy=False)
         if self.ndim == 2:
             image = image[:, 0]
         inner = box.relative_to(read_box)
@@ -94,10 +108,34 @@ class FeatureComputer:
         cached = self._groups.get(level)
         if cached is None:
             cached = self._groups[level] = _plan_level(
-                self.selection, self.source.factors(level), self.ndim,
-                self.source.base.num_channels,
+                self.selection, self.source.factors(level), self.ndim, len(self.channels),
             )
         return cached
+
+
+def check_channels(channels, num_channels: int) -> tuple[int, ...]:
+    """The chosen input channels as a sorted tuple; None means all ``num_channels``.
+
+    Raises
+    ------
+    ValueError
+        Empty, not integers, repeated or out of range.
+    """
+    if channels is None:
+        return tuple(range(num_channels))
+    chosen = list(channels)
+    if any(isinstance(c, bool) or not isinstance(c, int | np.integer) for c in chosen):
+        raise ValueError(f"channels must be a list of channel indices, got {channels!r}")
+    chosen = [int(c) for c in chosen]
+    if not chosen:
+        raise ValueError("choose at least one channel to feed the features")
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"channel repeated in {chosen}")
+    bad = [c for c in chosen if not 0 <= c < num_channels]
+    if bad:
+        raise ValueError(f"no channel {bad[0]}: the source has {num_channels} "
+                         f"(0..{num_channels - 1})")
+    return tuple(sorted(chosen))
 
 
 @dataclass(frozen=True)
@@ -250,7 +288,7 @@ def gather_training_samples(
         mask = labels > 0
         if not mask.any():
             continue
-        key = (computer.source.levels[0].key, computer.selection, tile)
+        key = (computer.source.levels[0].key, computer.selection, computer.channels, tile)
         order.append(key)
         found = samples.get(key, labels) if samples is not None else None
         if found is None:

@@ -13,6 +13,7 @@ from ilastik_web.cache import ArrayCache
 from ilastik_web.classify.blockwise import encode_probabilities, predict_block
 from ilastik_web.classify.features import FeatureComputer
 from ilastik_web.classify.forest import PixelClassifier
+from ilastik_web.errors import InvalidRequestError
 
 
 class _LevelVolume(FixedVolume):
@@ -93,3 +94,30 @@ def prediction_pyramids(
             "uncertainty", [UncertaintyVolume(p) for p in probabilities]
         ),
     }
+
+
+def probabilities_at(volume: ProbabilityVolume, point, around=()) -> np.ndarray:
+    """uint8 class probabilities (classes,) at voxel ``point`` (z, y, x), as the viewer
+    shows them (255 = certain).
+
+    Read from the first box of ``around`` (e.g. the viewer's chunks that hold the point)
+    whose probabilities are already cached, so a readout under the mouse costs nothing;
+    otherwise computed for that voxel alone.
+
+    Raises
+    ------
+    InvalidRequestError
+        The point is outside the volume.
+    """
+    z, y, x = (int(v) for v in point)
+    voxel = Box((z, y, x), (z + 1, y + 1, x + 1))
+    if not Box.from_shape(volume.shape).contains(voxel):
+        raise InvalidRequestError(f"voxel (x, y, z) {(x, y, z)} is outside the volume "
+                                  f"(x, y, z) {tuple(volume.shape[::-1])}")
+    for box in around:
+        if not box.contains(voxel):
+            continue
+        cached = volume.cache.get((volume.key, box))
+        if cached is not None:
+            return cached[(slice(None), *voxel.relative_to(box))].reshape(-1).copy()
+    return volume.read(voxel).reshape(-1)

@@ -69,6 +69,10 @@ class ServedLayer(ABC):
         Name shown in the viewer (defaults to ``layer_id``).
     """
 
+    #: Suffixes a viewer may append to a version for another view of the same data (e.g.
+    #: labels as outlines); a new version keeps the viewer's suffix.
+    variants: tuple[str, ...] = ()
+
     def __init__(self, layer_id: str, kind: LayerKind, *, name: str | None = None):
         if kind not in LAYER_KINDS:
             raise InvalidRequestError(f"layer kind must be one of {LAYER_KINDS}, got {kind!r}")

@@ -14,6 +14,7 @@ from ilastik_web.abc import MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, NotFoundError, NotReadyError
 from ilastik_web.labels import LabelVolume
+from ilastik_web.labels.outline import outline_pyramid
 from ilastik_web.project import Project
 from ilastik_web.pyramid import build_pyramid
 from ilastik_web.server.display import LayerDisplay
@@ -22,6 +23,8 @@ from ilastik_web.server.layers import ServedLayer
 log = logging.getLogger(__name__)
 
 PREDICTION_OUTPUTS = ("probabilities", "segmentation", "uncertainty")
+#: Appended to the labels layer's version: the same labels drawn as outlines.
+OUTLINE_VARIANT = "-outline"
 
 
 def _parse_version(version: str, letter: str, uid: str) -> int:
@@ -49,7 +52,13 @@ void main() {
 
 
 class LabelLayer(ServedLayer):
-    """The project's training labels, a segmentation layer in class colours."""
+    """The project's training labels, a segmentation layer in class colours.
+
+    Each version also comes as outlines (:data:`OUTLINE_VARIANT` appended), which a viewer
+    shows by pointing the layer there; new revisions keep the viewer's variant.
+    """
+
+    variants = (OUTLINE_VARIANT,)
 
     def __init__(self, project: Project, cache: ArrayCache, layer_id: str = "labels"):
         super().__init__(layer_id, "segmentation", name="labels")
@@ -57,6 +66,7 @@ class LabelLayer(ServedLayer):
         self.cache = cache
         self._lock = threading.Lock()
         self._built: tuple[int, MultiscaleVolume] | None = None
+        self._outline: tuple[MultiscaleVolume, MultiscaleVolume] | None = None
         project.subscribe(self._on_project_event)
 
     @property
@@ -64,6 +74,15 @@ class LabelLayer(ServedLayer):
         return f"r{self.project.labels.revision}-{self.project.uid}"
 
     def volume(self, version: str) -> MultiscaleVolume:
+        if not version.endswith(OUTLINE_VARIANT):
+            return self._filled(version)
+        filled = self._filled(version[: -len(OUTLINE_VARIANT)])
+        with self._lock:
+            if self._outline is None or self._outline[0] is not filled:
+                self._outline = (filled, outline_pyramid(filled))
+            return self._outline[1]
+
+    def _filled(self, version: str) -> MultiscaleVolume:
         revision = _parse_version(version, "r", self.project.uid)
         with self._lock:
             built = self._built

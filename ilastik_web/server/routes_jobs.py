@@ -26,7 +26,7 @@ from hpc.plan import parse_roi
 from hpc.service import JobService
 from hpc.writers import is_object_output
 from ilastik_web.cache import ArrayCache
-from ilastik_web.classify.blockwise import OUTPUTS
+from ilastik_web.classify.blockwise import OUTPUT_DTYPES, OUTPUTS, output_dtype
 from ilastik_web.errors import ForbiddenError, InvalidRequestError
 from ilastik_web.resources import EXPORT_NICE, Resources
 from ilastik_web.server.project_layers import export_display
@@ -49,6 +49,7 @@ _SUBMIT_SCHEMA = {
         "level": {"type": "integer", "minimum": 0},
         "memory_bytes": {"type": "integer", "minimum": 1},
         "engine": {"type": "string"},
+        "dtype": {"enum": sorted({d for ds in OUTPUT_DTYPES.values() for d in ds})},
     },
 }
 _PROJECT = Param("project_id", description="Project id")
@@ -120,6 +121,11 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
     if not isinstance(memory, int) or memory <= 0:
         raise InvalidRequestError("memory_bytes must be a positive integer")
     engine = _engine_of(body, engines or EngineRegistry())
+    dtype = body.get("dtype")
+    if dtype is not None:
+        if not isinstance(dtype, str):
+            raise InvalidRequestError("dtype must be a string such as \"float32\"")
+        output_dtype(export, dtype)  # refuses a dtype this export cannot be stored as
     project = served.project
     output = body.get("output")
     if output is None:
@@ -144,7 +150,7 @@ def submit_request(served: ServedProject, service: JobService, body: Any,
         roi = parse_roi(roi, project.source.levels[level].shape)
     return service.submit_from_project(project, output=output, format=fmt, export=export,
                                        level=level, roi=roi, engine=engine,
-                                       memory_bytes=memory, background=True)
+                                       memory_bytes=memory, background=True, dtype=dtype)
 
 
 def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None = None,
@@ -267,7 +273,9 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
                            '"features", "format"?: "ome-zarr"|"n5"|"precomputed"|"hdf5"|'
                            '"tiff", "output"?: path, "roi"?: "z0:z1,y0:y1,x0:x1", "level"?: '
                            'int, "memory_bytes"?: int, "engine"?: name of a configured '
-                           'engine (GET /api/engines)}',
+                           'engine (GET /api/engines), "dtype"?: "uint8"|"uint16"|'
+                           '"float32" (probabilities and uncertainty: 0..255, 0..65535 or '
+                           '0..1; segmentation: uint8|uint16)}',
               body_schema=_SUBMIT_SCHEMA,
               responses={201: "The job", 400: "Bad request", 403: "Output not allowed",
                          409: "Output exists", 503: "No classifier yet"}),

@@ -118,9 +118,11 @@ def precomputed_routes(
             # computation at its next check instead of letting it run to the end.
             token = CancelToken()
             version = request.match_info["version"]
+            base_version = next((version.removesuffix(v) for v in layer.variants
+                                 if version.endswith(v)), version)
 
             def superseded() -> bool:
-                return not layer.is_current(version)
+                return not layer.is_current(base_version)
 
             try:
                 if isinstance(executor, Lane):

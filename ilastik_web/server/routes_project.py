@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 import filters
+from ilastik_web.abc import Box
+from ilastik_web.classify.prediction import probabilities_at
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.labels import EditResult, Stroke
 from ilastik_web.labels.rasterize import MAX_POINTS, MAX_RADIUS, PLANES, check_label
@@ -25,6 +27,7 @@ from ilastik_web.server.projects import ProjectHub, ServedProject
 from ilastik_web.server.routing import Param, Route, read_json
 from ilastik_web.server.urls import base_url
 from ilastik_web.server.viewer_state import precomputed_path
+from neuroglancer_ext import precomputed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,6 +62,12 @@ _SELECTION_SCHEMA = {
         "type": "array", "minItems": 2, "maxItems": 3,
         "prefixItems": [{"enum": list(filters.FEATURE_IDS)}, {"type": "number"},
                         {"type": "boolean"}]}}},
+}
+_CHANNELS_SCHEMA = {
+    "type": "object", "required": ["channels"],
+    "properties": {"channels": {"oneOf": [
+        {"type": "null"},
+        {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}]}},
 }
 _LIVE_SCHEMA = {"type": "object", "required": ["enabled"],
                 "properties": {"enabled": {"type": "boolean"}}}
@@ -129,6 +138,7 @@ def describe_project(served: ServedProject, base: str) -> dict[str, Any]:
         "shape_xyz": list(project.source.base.shape[::-1]),
         "classes": [c.to_json() for c in project.classes],
         "features": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
+        "feature_channels": list(project.feature_channels),
         "generation": project.generation,
         "label_revision": project.labels.revision,
         "can_undo": project.labels.can_undo,
@@ -243,13 +253,60 @@ def project_routes(hub: ProjectHub, executor: Executor,
             "selection": [[s.feature_id, s.sigma, s.in_2d] for s in project.selection],
             "feature_ids": list(filters.FEATURE_IDS),
             "scales": list(filters.DEFAULT_SCALES),
+            "channels": list(project.feature_channels),
+            "num_channels": project.source.base.num_channels,
         })
+
+    async def set_feature_channels(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        body = await read_json(request)
+        if not isinstance(body, dict) or "channels" not in body:
+            raise InvalidRequestError('expected {"channels": [channel index, ...] or null}')
+        channels = body["channels"]
+        if channels is not None and not (isinstance(channels, list) and all(
+                isinstance(c, int) and not isinstance(c, bool) for c in channels)):
+            raise InvalidRequestError("channels must be a list of channel indices or null")
+        await run(lambda: project.set_feature_channels(channels))
+        return await get_features(request)
 
     async def set_features(request: web.Request) -> web.Response:
         project = served_of(request).project
         selection = selection_from_json(await read_json(request))
         await run(lambda: project.set_selection(selection))
         return await get_features(request)
+
+    async def probabilities_here(request: web.Request) -> web.Response:
+        project = served_of(request).project
+        point_zyx = []
+        for axis in ("z", "y", "x"):
+            try:
+                point_zyx.append(int(request.query[axis]))
+            except (KeyError, ValueError):
+                raise InvalidRequestError(f"give the voxel as integers x, y and z (?x=..&y=..&"
+                                          f"z=..); {axis} is missing or not an integer") from None
+
+        def read() -> dict:
+            current = project.current_generation()
+            volume = current.pyramids["probabilities"].levels[0]
+            # The viewer's chunks that hold the voxel: after it drew them, they are cached.
+            around = []
+            for size_xyz in precomputed.chunk_sizes(volume, flat_2d=volume.shape[0] == 1):
+                size = size_xyz[::-1]
+                start = [p // s * s for p, s in zip(point_zyx, size, strict=True)]
+                stop = [min(a + s, n) for a, s, n in zip(start, size, volume.shape, strict=True)]
+                around.append(Box(start, stop))
+            values = probabilities_at(volume, point_zyx, around)
+            classes = {c.value: c for c in project.classes}
+            rows = []
+            for value, byte in zip(current.classifier.label_values, values.tolist(), strict=True):
+                cls = classes.get(int(value))
+                rows.append({"value": int(value), "name": cls.name if cls else f"class {value}",
+                             "color": cls.color if cls else None,
+                             "probability": round(byte / 255.0, 4)})
+            return {"generation": current.number, "position_xyz": point_zyx[::-1],
+                    "classes": rows}
+
+        return web.json_response(await run(read))
 
     async def importance(request: web.Request) -> web.Response:
         project = served_of(request).project
@@ -368,6 +425,23 @@ def project_routes(hub: ProjectHub, executor: Executor,
               request_body='{"selection": [[feature_id, sigma, in_2d (optional)], ...]}',
               body_schema=_SELECTION_SCHEMA,
               responses={200: "The new selection", 400: "Unknown feature or bad sigma"}),
+        Route("PUT", "/api/projects/{project_id}/feature_channels", set_feature_channels,
+              name="set_feature_channels",
+              summary="Choose the input channels that feed the features (retrains; batch "
+                      "exports use them too)", role="owner", parameters=p, tags=tags,
+              request_body='{"channels": [channel index, ...] or null for all}',
+              body_schema=_CHANNELS_SCHEMA,
+              responses={200: "The feature selection and channels",
+                         400: "Empty, repeated or unknown channel"}),
+        Route("GET", "/api/projects/{project_id}/probabilities", probabilities_here,
+              name="probabilities_at", tags=tags, parameters=(
+                  *p, *(Param(a, location="query", schema={"type": "integer", "minimum": 0},
+                              description=f"Voxel {a} (full resolution)")
+                        for a in ("x", "y", "z"))),
+              summary="Class probabilities at one voxel, named by class, as the viewer "
+                      "shows them (the value readout under the mouse)",
+              responses={200: "Probability per class", 400: "Outside the volume",
+                         503: "No classifier yet"}),
         Route("GET", "/api/projects/{project_id}/importance", importance, name="importance",
               summary="Feature importance of the current classifier, per channel",
               parameters=p, tags=tags, responses={200: "Importances", 503: "No classifier"}),

@@ -163,7 +163,9 @@ def apply_layer_event(
         else:
             layers.insert(min(positions), layer_spec(layer))
     else:
-        _set_source_url(spec, layer_source(layer.layer_id, layer.version))
+        old = _source_url(spec) or ""
+        variant = next((v for v in layer.variants if old.endswith(v)), "")
+        _set_source_url(spec, layer_source(layer.layer_id, layer.version) + variant)
     return new
 
 

@@ -161,7 +161,7 @@
     const managed = ng.layerServing(layerId);
     if (!managed || !managed.layer || managed.layer.dataSources.length !== 1) return -1;
     const source = managed.layer.dataSources[0];
-    const match = /\/r(\d+)-[0-9a-f]+\/?$/.exec(source.spec.url || "");
+    const match = /\/r(\d+)-[0-9a-f]+(?:-outline)?\/?$/.exec(source.spec.url || "");
     if (!match || !source.loadState || source.loadState.error !== undefined) return -1;
     return ng.layerDrawn(managed.layer) ? Number(match[1]) : -1;
   }

@@ -1,7 +1,8 @@
 // ilastik-web extension, part 6: the Jobs section of the side panel.
 //
-// Submit a batch export of the current classifier (export kind, format, output path: empty
-// means the server's default, exports/ in the project folder; an optional region), list the
+// Submit a batch export of the current classifier (export kind, format, output dtype, the
+// engine among those the server offers (GET /api/engines), output path: empty means the
+// server's default, exports/ in the project folder; an optional region), list the
 // project's jobs with state and a progress bar (polled every POLL_MS while any job is
 // pending or running), cancel, resume, read the logs, and open a finished export as a new
 // layer of the viewer. It talks to /api/projects/<id>/jobs.
@@ -15,6 +16,16 @@
   const EXPORTS = ["probabilities", "segmentation", "uncertainty", "features"];
   const FORMATS = ["ome-zarr", "n5", "precomputed", "hdf5", "tiff"];
   const ACTIVE = ["PENDING", "RUNNING"];
+  // How each export can be stored, the default (what the viewer shows) first; as the
+  // server's OUTPUT_DTYPES.
+  const DTYPES = {
+    probabilities: [["uint8", "uint8 (0–255)"], ["uint16", "uint16 (0–65535)"],
+                    ["float32", "float32 (0–1)"]],
+    segmentation: [["uint8", "uint8 classes"], ["uint16", "uint16 classes"]],
+    uncertainty: [["uint8", "uint8 (0–255)"], ["uint16", "uint16 (0–65535)"],
+                  ["float32", "float32 (0–1)"]],
+    features: [["float32", "float32"]],
+  };
   const POLL_MS = 1500;
 
   const jobs = (IW.jobs = { list: [], logsOpen: null, polling: false });
@@ -24,6 +35,27 @@
                           ...EXPORTS.map((e) => el("option", { value: e }, e)));
   const formatSelect = el("select", { id: "iw-job-format", title: "File format" },
                           ...FORMATS.map((f) => el("option", { value: f }, f)));
+  const dtypeSelect = el("select", { id: "iw-job-dtype", title: "How the values are stored" });
+  const engineSelect = el("select", { id: "iw-job-engine",
+                                      title: "Where the job runs (engines this server offers)" },
+                          el("option", { value: "local" }, "local"));
+  function renderDtypes() {
+    const keep = dtypeSelect.value;
+    const choices = DTYPES[exportSelect.value] || [];
+    dtypeSelect.replaceChildren(...choices.map(([value, text]) => el("option", { value }, text)));
+    if (choices.some(([value]) => value === keep)) dtypeSelect.value = keep;
+  }
+  exportSelect.addEventListener("change", renderDtypes);
+  renderDtypes();
+  async function loadEngines() {
+    const data = await ui.requestUrl("GET", ui.prefix + "/api/engines").catch(() => null);
+    const engines = (data && data.engines) || [];
+    if (!engines.length) return;
+    const keep = engineSelect.value;
+    engineSelect.replaceChildren(...engines.map((e) => el("option", { value: e.name },
+      e.name === e.kind ? e.name : e.name + " (" + e.kind + ")")));
+    if (engines.some((e) => e.name === keep)) engineSelect.value = keep;
+  }
   const outputInput = el("input", { type: "text", id: "iw-job-output", class: "iw-wide",
                                     placeholder: "output: <project>/exports/ (default)",
                                     title: "Output path on the server; empty: a new file " +
@@ -38,6 +70,7 @@
 
   ui.addSection(ui.section("Jobs",
     el("div", { class: "iw-row" }, exportSelect, formatSelect, submitButton),
+    el("div", { class: "iw-row" }, dtypeSelect, engineSelect),
     el("div", { class: "iw-row" }, outputInput),
     el("div", { class: "iw-row" }, roiInput),
     list, logs));
@@ -73,6 +106,7 @@
            el("span", { class: "iw-job-name", title: job.output }, name),
            el("span", { class: "iw-job-engine", title: "Engine that runs this job" },
               job.engine),
+           el("span", { class: "iw-job-dtype", title: "Stored as" }, job.dtype || ""),
            el("span", { class: "iw-job-state iw-state-" + job.state.toLowerCase() },
               job.state.toLowerCase())),
         el("div", { class: "iw-progress" + (ACTIVE.includes(job.state) ? " iw-busy" : "") },
@@ -116,7 +150,8 @@
   }
 
   async function submit() {
-    const body = { export: exportSelect.value, format: formatSelect.value };
+    const body = { export: exportSelect.value, format: formatSelect.value,
+                   dtype: dtypeSelect.value, engine: engineSelect.value };
     if (outputInput.value.trim()) body.output = outputInput.value.trim();
     if (roiInput.value.trim()) body.roi = roiInput.value.trim();
     submitButton.disabled = true;
@@ -180,5 +215,6 @@
       return;
     }
     refresh().catch(() => {});
+    loadEngines().catch(() => {});
   });
 })();

@@ -1,9 +1,11 @@
-// ilastik-web extension: how the training labels show — their own opacity and per-class
-// show/hide — in a "Label display" section of the side panel.
+// ilastik-web extension: how the training labels show — their own opacity, filled or as
+// outlines, and per-class show/hide — in a "Label display" section of the side panel.
 //
 // The labels layer is a segmentation layer drawn above the predictions. Its opacity is the
 // layer's cross-section alpha; a hidden class is left out of the layer's visible segments
 // (with every class shown the visible set is empty, which Neuroglancer draws as "all").
+// Outlines are the server's: every labels version is also served with "-outline" appended
+// (each panel gets the outline in its own plane), and new versions keep the suffix.
 (function () {
   "use strict";
   const IW = window.ilastikWeb;
@@ -14,9 +16,14 @@
   const opacity = el("input", { type: "range", min: "0", max: "1", step: "0.05",
                                 id: "iw-label-opacity", title: "Opacity of the labels",
                                 oninput: (e) => setOpacity(Number(e.target.value)) });
+  const OUTLINE = "-outline";
+  const outline = el("input", { type: "checkbox", id: "iw-label-outline",
+                                title: "Draw the labels as outlines instead of filled",
+                                onchange: (e) => setOutline(e.target.checked) });
   const classBox = el("div", { class: "iw-label-classes", id: "iw-label-classes" });
   const box = section("Label display",
     el("div", { class: "iw-row" }, el("label", { for: "iw-label-opacity" }, "Opacity"), opacity),
+    el("div", { class: "iw-row" }, el("label", {}, outline, " outlines")),
     classBox);
   box.id = "iw-label-display";
   box.hidden = true;
@@ -34,6 +41,20 @@
   function setOpacity(value) {
     const state = displayState();
     if (state && state.selectedAlpha) state.selectedAlpha.value = value;
+  }
+
+  function outlined() {
+    const managed = labelsLayer();
+    const url = managed ? (ng.sourceUrlOf(managed) || "").replace(/\/+$/, "") : "";
+    return url.endsWith(OUTLINE);
+  }
+
+  function setOutline(on) {
+    const managed = labelsLayer();
+    if (!managed) return;
+    const url = (ng.sourceUrlOf(managed) || "").replace(/\/+$/, "");
+    if (!url || url.endsWith(OUTLINE) === on) return;
+    ng.swapSource(managed, on ? url + OUTLINE : url.slice(0, -OUTLINE.length), 1500);
   }
 
   function applyVisibility() {
@@ -62,6 +83,7 @@
     if (state.selectedAlpha && document.activeElement !== opacity) {
       opacity.value = String(state.selectedAlpha.value);
     }
+    outline.checked = outlined();
     const key = JSON.stringify(classes) + JSON.stringify(Array.from(hidden));
     if (key === shownKey) return;
     shownKey = key;
@@ -83,5 +105,5 @@
   });
   IW.panel.whenReady(render);
   setInterval(render, 1000); // classes renamed, recoloured, added elsewhere
-  IW.labelDisplay = { hidden, applyVisibility };
+  IW.labelDisplay = { hidden, applyVisibility, setOutline, outlined };
 })();

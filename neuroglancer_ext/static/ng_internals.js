@@ -189,6 +189,7 @@
     need(() => typeof v.mouseState.updateUnconditionally === "function",
          "viewer.mouseState.updateUnconditionally");
     need(() => v.mouseState.position !== undefined, "viewer.mouseState.position");
+    need(() => typeof v.mouseState.changed.add === "function", "viewer.mouseState.changed");
     need(() => v.layerManager && Array.isArray(v.layerManager.managedLayers),
          "viewer.layerManager.managedLayers");
     need(() => v.state && v.state.children instanceof Map, "viewer.state.children");

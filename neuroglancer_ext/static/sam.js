@@ -426,7 +426,7 @@
   function labelRevisionDrawn() {
     const managed = IW.labelsLayerId && ng.layerServing(IW.labelsLayerId);
     if (!managed || !managed.layer || managed.layer.dataSources.length !== 1) return -1;
-    const match = /\/r(\d+)-[0-9a-f]+\/?$/.exec(ng.sourceUrlOf(managed) || "");
+    const match = /\/r(\d+)-[0-9a-f]+(?:-outline)?\/?$/.exec(ng.sourceUrlOf(managed) || "");
     return match && ng.layerDrawn(managed.layer) ? Number(match[1]) : -1;
   }
 
