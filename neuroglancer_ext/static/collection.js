@@ -229,9 +229,14 @@
 
   // The object tools edit the current item's objects (one layer; the version names the item).
   const instancesTarget = {
-    layer: () => ui.requestUrl("GET", ui.prefix + "/api/instances/" +
-                               encodeURIComponent(collection.view.objects.layer_id) +
-                               "?version=" + encodeURIComponent(collection.view.objects.version)),
+    layer: async () => {
+      // The item as it is now (another tab or annotator may have edited it since).
+      const view = await call("GET", "/items/" + encodeURIComponent(collection.view.item.id));
+      await apply(view, false);
+      return ui.requestUrl("GET", ui.prefix + "/api/instances/" +
+                           encodeURIComponent(view.objects.layer_id) + "?version=" +
+                           encodeURIComponent(view.objects.version));
+    },
     extra: () => ({ class: classInput.value || "object" }),
     edited: async () => {
       const itemId = collection.view.item.id;
