@@ -53,6 +53,7 @@ LAYERS = {
     "ilastik_web.config": WEB,
     "ilastik_web.server": WEB,
     "ilastik_web.server.collection_layers": WEB,
+    "ilastik_web.server.collection_instances": WEB,
     "ilastik_web.server.routes_collection": WEB,
     "ilastik_web.server.lifecycle": WEB,
     "ilastik_web.server.health": WEB,

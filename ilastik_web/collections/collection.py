@@ -199,6 +199,15 @@ class Collection:
         self.assignments.claim(item_id, user)
         return objects.add(box, mask, class_name=class_name, source=source, user=user)
 
+    def edit_objects(self, item_id: str, operation, *, user: str = LOCAL_USER,
+                     class_name: str | None = None, parent: int | None = None):
+        """Run an instance edit (``operation(store)``, see :meth:`ItemObjects.edit`) on
+        ``user``'s item (refused while someone else holds it); the item's annotation is
+        rewritten. Returns what ``operation`` returned."""
+        objects = self.objects(item_id)
+        self.assignments.claim(item_id, user)
+        return objects.edit(operation, user=user, class_name=class_name, parent=parent)
+
     def remove_object(self, item_id: str, object_id: int, user: str = LOCAL_USER) -> None:
         objects = self.objects(item_id)
         self.assignments.claim(item_id, user)

@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -27,6 +28,7 @@ from ilastik_web.sam.instances import InstanceStore
 #: The class of an object whose annotator named none.
 DEFAULT_CLASS = "object"
 _CLASS_MAX = 64
+T = TypeVar("T")
 
 
 def check_class_name(name: str) -> str:
@@ -75,8 +77,8 @@ class ItemObjects:
             data = json.loads(self._meta_path().read_text())
         except (OSError, ValueError):
             data = {}
-        ids = set(self.store.object_ids)
-        return {int(k): v for k, v in data.items() if k.isdigit() and int(k) in ids}
+        # Entries of objects gone stay: an undo may bring them back (ids are never reused).
+        return {int(k): v for k, v in data.items() if k.isdigit()}
 
     def _write_meta(self) -> None:
         tmp = self.directory / f".meta.{os.getpid()}.{threading.get_ident()}.tmp"
@@ -115,24 +117,42 @@ class ItemObjects:
         with self._lock:
             return [{"id": i, **self._meta.get(i, {})} for i in self.store.object_ids]
 
+    def edit(self, operation: Callable[[InstanceStore], T], *, user: str,
+             class_name: str | None = None, parent: int | None = None) -> T:
+        """Run an edit of the store (an :class:`InstanceStore` operation, undo or redo)
+        and write the annotation through.
+
+        Objects it makes get ``class_name``, else the class of ``parent`` (the object a
+        cut was taken from), else :data:`DEFAULT_CLASS`; their source is the store's.
+        Returns what ``operation`` returned (None: nothing changed, nothing is written).
+        """
+        if class_name is not None:
+            class_name = check_class_name(class_name)
+        with self._lock:
+            result = operation(self.store)
+            if result is None:
+                return result
+            fresh = [i for i in self.store.object_ids if i not in self._meta]
+            if fresh:
+                sources = self.store.sources()
+                inherited = self._meta.get(parent, {}).get("class") if parent else None
+                for object_id in fresh:
+                    self._meta[object_id] = {
+                        "class": class_name or inherited or DEFAULT_CLASS,
+                        "source": sources.get(object_id, "import")}
+                self._write_meta()
+            self._write_through(self.annotation(), user)
+            return result
+
     def add(self, box: Box, mask: np.ndarray, *, class_name: str = DEFAULT_CLASS,
             source: str = "sam", user: str) -> int:
         """Store a new object and write the annotation through; returns its id."""
-        class_name = check_class_name(class_name)
         if source not in OBJECT_SOURCES:
             raise InvalidRequestError(f"an object's source is one of {OBJECT_SOURCES}")
-        with self._lock:
-            object_id = self.store.add(box, mask)
-            self._meta[object_id] = {"class": class_name, "source": source}
-            self._write_meta()
-            self._write_through(self.annotation(), user)
-            return object_id
+        return self.edit(lambda store: store.add(box, mask, source=source, author=user),
+                         user=user, class_name=class_name)
 
     def remove(self, object_id: int, *, user: str) -> None:
-        with self._lock:
-            if object_id not in self.store.object_ids:
-                raise NotFoundError(f"no object {object_id}")
-            self.store.remove(object_id)
-            self._meta.pop(object_id, None)
-            self._write_meta()
-            self._write_through(self.annotation(), user)
+        if object_id not in self.store.object_ids:
+            raise NotFoundError(f"no object {object_id}")
+        self.edit(lambda store: store.remove(object_id, author=user), user=user)

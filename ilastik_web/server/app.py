@@ -15,6 +15,7 @@ from ilastik_web.resources import Resources
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
 from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, build_access
+from ilastik_web.server.collection_instances import item_instances
 from ilastik_web.server.context import CONTEXT_KEY, ServerContext
 from ilastik_web.server.errors import error_middleware
 from ilastik_web.server.instance_layer import InstanceLayers
@@ -155,7 +156,10 @@ def create_app(
                             instances_dir=config.sam_cache_dir, access=ctx.access,
                             allowed_roots=config.allowed_roots or None,
                             instances=instance_layers))
-    table.extend(instance_routes(instance_layers, resources.interactive, ctx.access))
+    table.extend(instance_routes(
+        instance_layers, resources.interactive, ctx.access,
+        targets=({site.objects.layer_id: item_instances(site.objects, site.collection)}
+                 if site is not None else None)))
 
     table.extend(collection_routes(site, sam, resources.interactive))
 

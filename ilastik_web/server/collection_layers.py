@@ -123,7 +123,8 @@ class CollectionObjectsLayer(_CollectionLayer):
         revision = self.collection.objects(item.item_id).revision
         return f"o{item.index}r{revision}-{self.uid}"
 
-    def _parse(self, version: str) -> tuple[str, int]:
+    def parse(self, version: str) -> tuple[str, int]:
+        """The item and objects revision a version names."""
         match = _OBJECTS.fullmatch(version)
         if match is None:
             raise NotFoundError(f"unknown version {version!r} of {self.layer_id!r}")
@@ -131,13 +132,13 @@ class CollectionObjectsLayer(_CollectionLayer):
 
     def is_current(self, version: str) -> bool:
         try:
-            item_id, revision = self._parse(version)
+            item_id, revision = self.parse(version)
         except NotFoundError:
             return False
         return revision == self.collection.objects(item_id).revision
 
     def volume(self, version: str) -> MultiscaleVolume:
-        item_id, revision = self._parse(version)
+        item_id, revision = self.parse(version)
         objects = self.collection.objects(item_id)
         current = objects.revision
         if revision < current:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from ilastik_web.abc import LazyVolume, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
@@ -17,6 +19,7 @@ from ilastik_web.sam.instances import InstanceStore, InstanceVolume
 from ilastik_web.server.display import LayerDisplay
 from ilastik_web.server.layers import LayerRegistry, ServedLayer
 
+T = TypeVar("T")
 _DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -64,6 +67,12 @@ class InstanceLayer(ServedLayer):
     @property
     def display(self) -> LayerDisplay:
         return LayerDisplay(opacity=0.6)
+
+    def apply(self, operation: Callable[[InstanceStore], T], *, class_name: str | None = None,
+              parent: int | None = None) -> T:
+        """Run an edit of the store (its objects have no classes: ``class_name`` and
+        ``parent`` are for targets that keep them, such as a collection item's)."""
+        return operation(self.store)
 
     def changed(self) -> None:
         """Tell viewers a new revision is out (the store's edits do it themselves)."""

@@ -4,7 +4,10 @@ An instance layer is named by its ``layer_id``: ``project-<id>-sam-objects`` for
 project (made on first use; its edits join the project's undo history, so
 ``POST .../undo`` undoes the caller's latest edit, label or instance), or
 ``layer-<id>-sam-objects`` for a plain image layer (its own history). ``POST
-/api/instances/layers`` makes one and says where it is served.
+/api/instances/layers`` makes one and says where it is served. A served collection's
+``collection-objects`` layer is one too, for the item its ``?version=`` names (see
+:mod:`ilastik_web.server.collection_instances`): edits are written through to the item's
+annotation, new objects get the class ``"class"`` of the body (polygon, brush).
 
 Coordinates are viewer points (x, y, z) in continuous voxel coordinates of the source's
 full resolution, as for SAM (:mod:`ilastik_web.server.routes_sam`); the slice of a plane
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -28,6 +31,7 @@ from ilastik_web.sam.geometry import SliceRef, check_plane, slice_index_of
 from ilastik_web.sam.instance_geometry import outline, polygon_mask, polyline_mask, split_region
 from ilastik_web.sam.instances import InstanceEditResult
 from ilastik_web.server.auth import Access, principal_of
+from ilastik_web.server.collection_instances import ItemInstances
 from ilastik_web.server.instance_layer import InstanceLayer, InstanceLayers
 from ilastik_web.server.routes_project import stroke_from_json
 from ilastik_web.server.routing import Param, Route, read_json
@@ -35,6 +39,8 @@ from ilastik_web.server.urls import base_url
 from ilastik_web.server.viewer_state import precomputed_path
 
 T = TypeVar("T")
+#: (version, user, is_edit) -> the layer the instance routes act on.
+Resolver = Callable[[str | None, str, bool], Any]
 
 
 def _object_id(value: Any, name: str = "object_id", *, optional: bool = False) -> int | None:
@@ -66,15 +72,26 @@ def _slice_of(layer: InstanceLayer, body: dict, vertices: list) -> SliceRef:
 
 
 def instance_routes(instances: InstanceLayers, executor: Executor,
-                    access: Access | None = None) -> list[Route]:
+                    access: Access | None = None,
+                    targets: Mapping[str, Resolver] | None = None) -> list[Route]:
     """Routes of the instance tools over the layers of ``instances``; edits run in
-    ``executor`` and are answered once logged."""
+    ``executor`` and are answered once logged.
+
+    ``targets`` maps further layer ids to a resolver called with the request's
+    ``?version=``, the caller's id and whether the request edits: the layer (an
+    :class:`ItemInstances` for ``collection-objects``) the routes act on.
+    """
 
     async def run(fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
 
-    def layer_of(request: web.Request) -> InstanceLayer:
-        return instances.get(request.match_info["layer_id"])
+    def layer_of(request: web.Request) -> InstanceLayer | ItemInstances:
+        layer_id = request.match_info["layer_id"]
+        resolve = (targets or {}).get(layer_id)
+        if resolve is not None:
+            return resolve(request.query.get("version"), principal_of(request).id,
+                           request.method != "GET")
+        return instances.get(layer_id)
 
     async def body_of(request: web.Request) -> dict:
         body = await read_json(request, max_bytes=4 << 20)
@@ -94,7 +111,8 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
                 "objects": [{"id": i, "source": s,
                              "sources": layer.store.object_sources(i)}
                             for i, s in sources.items()],
-                "can_undo": history.can_undo_by(author), "can_redo": history.can_redo_by(author)}
+                "can_undo": history.can_undo_by(author), "can_redo": history.can_redo_by(author),
+                **(layer.describe() if isinstance(layer, ItemInstances) else {})}
 
     def answer(request: web.Request, layer: InstanceLayer, result) -> web.Response:
         if result is None:
@@ -167,8 +185,9 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
         def edit():
             ref = _slice_of(layer, body, vertices)
             box, mask = polygon_mask(ref, vertices)
-            return layer.store.paint_polygon(ref, box, mask, object_id, replace=replace,
-                                             author=author)
+            return layer.apply(lambda store: store.paint_polygon(
+                ref, box, mask, object_id, replace=replace, author=author),
+                class_name=body.get("class"))
 
         return answer(request, layer, await run(edit))
 
@@ -179,8 +198,8 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
             raise InvalidRequestError("index must be an integer slice")
         ref = SliceRef(layer.store.shape, check_plane(body.get("plane", "xy")), body["index"])
         author = principal_of(request).id
-        return answer(request, layer, await run(
-            lambda: layer.store.clear_slice(ref, object_id, author=author)))
+        return answer(request, layer, await run(lambda: layer.apply(
+            lambda store: store.clear_slice(ref, object_id, author=author))))
 
     async def cut(request: web.Request) -> web.Response:
         layer, body = layer_of(request), await body_of(request)
@@ -202,7 +221,8 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
                                               f"{ref.index} ({ref.plane})")
                 part = split_region(region, polyline_mask(ref, vertices))
                 box, mask = ref.box, part.reshape(ref.box.shape)
-            return layer.store.cut(object_id, box, mask, remove=remove, author=author)
+            return layer.apply(lambda store: store.cut(object_id, box, mask, remove=remove,
+                                                       author=author), parent=object_id)
 
         return answer(request, layer, await run(edit))
 
@@ -216,7 +236,9 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
 
         def edit():
             stroke = stroke_from_json({**body, "label": 1})
-            return layer.store.brush(stroke, object_id, erase=erase, author=author)
+            return layer.apply(lambda store: store.brush(stroke, object_id, erase=erase,
+                                                         author=author),
+                               class_name=body.get("class"))
 
         return answer(request, layer, await run(edit))
 
@@ -227,31 +249,38 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
             raise InvalidRequestError("object_ids must be [keep, other]")
         keep, other = (_object_id(i, "object_ids") for i in ids)
         author = principal_of(request).id
-        return answer(request, layer, await run(
-            lambda: layer.store.merge(keep, other, author=author)))
+        return answer(request, layer, await run(lambda: layer.apply(
+            lambda store: store.merge(keep, other, author=author))))
 
     async def delete(request: web.Request) -> web.Response:
         layer = layer_of(request)
         object_id = _object_id(_int_text(request.match_info["object_id"]))
         author = principal_of(request).id
-        return answer(request, layer, await run(
-            lambda: layer.store.remove(object_id, author=author)))
+        return answer(request, layer, await run(lambda: layer.apply(
+            lambda store: store.remove(object_id, author=author))))
 
     def history_route(redo: bool):
         async def handler(request: web.Request) -> web.Response:
             layer = layer_of(request)
-            history = layer.project if layer.project is not None else layer.store
             author = principal_of(request).id
-            fn = history.redo if redo else history.undo
-            return answer(request, layer, await run(lambda: fn(author)))
+            if layer.project is not None:  # label and instance edits, one history
+                fn = layer.project.redo if redo else layer.project.undo
+                return answer(request, layer, await run(lambda: fn(author)))
+            return answer(request, layer, await run(lambda: layer.apply(
+                lambda store: (store.redo if redo else store.undo)(author))))
         return handler
 
     tags = ("instances",)
-    lp = (Param("layer_id", description="An instance layer id (project-<id>-sam-objects "
-                                        "or layer-<id>-sam-objects)"),)
+    lp = (Param("layer_id", description="An instance layer id (project-<id>-sam-objects, "
+                                        "layer-<id>-sam-objects or collection-objects)"),
+          Param("version", "query", required=False,
+                description="For collection-objects: the item's objects version (names "
+                            "the item; an edit from a superseded one answers 409)"))
     op = (*lp, Param("object_id", description="Object id", schema={"type": "integer"}))
     edited = {200: "Durable; the new version, object_id, box_xyz",
-              400: "Bad geometry or parameters", 404: "No such layer or object"}
+              400: "Bad geometry or parameters",
+              403: "Another annotator holds the collection item",
+              404: "No such layer or object", 409: "A superseded collection item version"}
     return [
         Route("POST", "/api/instances/layers", make_layer, name="instances_layer", tags=tags,
               role="annotator", summary="The instance layer of a project or image layer "
@@ -278,7 +307,8 @@ def instance_routes(instances: InstanceLayers, executor: Executor,
                       "replace, it replaces object_id's region on that slice (edited "
                       "vertices). It covers what it overlaps",
               request_body='{"vertices_xyz": [[x, y, z], ...] (>= 3), "plane"?: "xy", '
-                           '"index"?: slice, "object_id"?, "replace"?: false}',
+                           '"index"?: slice, "object_id"?, "replace"?: false, "class"?: '
+                           'semantic class of a new collection object}',
               responses=edited),
         Route("POST", "/api/instances/{layer_id}/clear", clear, name="instances_clear",
               tags=tags, parameters=lp, role="annotator",

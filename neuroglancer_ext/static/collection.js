@@ -7,7 +7,9 @@
 // item points the viewer's collection layers at the item's versions (ng.swapSource: no
 // rebuild) — image, objects and, once trained, the pixel prediction. In SAM mode previews
 // are prompted on the current item and Enter adds them as objects of the class typed here;
-// the server writes them to annotations/ at once. "Export" writes a training set (TIFF
+// the server writes them to annotations/ at once. The Objects tools (polygon, cutter, brush,
+// merge, delete, their undo / redo) edit the current item's objects the same way, new
+// objects taking the class typed here. "Export" writes a training set (TIFF
 // folders, cellpose pairs or OME-Zarr, split train/val by item) as a task; "Train" trains
 // the pixel classifier across all annotated items.
 (function () {
@@ -128,6 +130,7 @@
     show(view.prediction);
     if (moved && (!previous || String(previous.shape) !== String(view.shape))) centre(view);
     if (moved && IW.sam && IW.sam.preview) IW.sam.reject();
+    if (moved && IW.instances && IW.instances.target === instancesTarget) IW.instances.reset();
     render();
   }
 
@@ -224,6 +227,25 @@
       },
     };
 
+  // The object tools edit the current item's objects (one layer; the version names the item).
+  const instancesTarget = {
+    layer: async () => {
+      // The item as it is now (another tab or annotator may have edited it since).
+      const view = await call("GET", "/items/" + encodeURIComponent(collection.view.item.id));
+      await apply(view, false);
+      return ui.requestUrl("GET", ui.prefix + "/api/instances/" +
+                           encodeURIComponent(view.objects.layer_id) + "?version=" +
+                           encodeURIComponent(view.objects.version));
+    },
+    extra: () => ({ class: classInput.value || "object" }),
+    edited: async () => {
+      const itemId = collection.view.item.id;
+      const view = await call("GET", "/items/" + encodeURIComponent(itemId));
+      if (collection.view && collection.view.item.id === itemId) await apply(view, false);
+      refresh().catch(() => {});
+    },
+  };
+
   async function start() {
     const response = await fetch(api(""));
     if (response.status === 404) return; // no collection: SAM works on the project
@@ -233,6 +255,7 @@
       .then((view) => (view.item ? view : call("POST", "/navigate", { to: "first" })));
     await apply(first, false);
     await refresh();
+    if (IW.instances) IW.instances.target = instancesTarget;
     if (IW.sam) {
       IW.sam.target = samTarget;
       if (IW.sam.loadModels) IW.sam.loadModels(); // SAM works without a project now

@@ -17,9 +17,13 @@
 // Escape drops the draft. Every edit goes to /api/instances/<layer>/... and joins the
 // project's undo history: the panel's Undo / Redo (Ctrl+Z / Ctrl+Y) take it back.
 // The instance layer (project-<id>-sam-objects) is made on first use; the server pushes
-// it into the viewer. Entry points for scripts and tests: window.ilastikWeb.instances
-// (setTool, commit, cancel, select, merge, remove, clearSlice, editOutline, undo, redo;
-// state in .tool, .draft, .selected, .second, .layer, .lastResult).
+// it into the viewer. Another part may set .target instead (the collection does: the
+// current item's objects, collection-objects?version=...): {layer(): the layer's GET
+// answer, edited(result): called after each edit, extra(): more body fields (the class)};
+// undo/redo then go to the layer's own history, and reset() forgets the layer, selection
+// and draft (another item). Entry points for scripts and tests: window.ilastikWeb.instances
+// (setTool, commit, cancel, select, merge, remove, clearSlice, editOutline, undo, redo,
+// reset; state in .tool, .draft, .selected, .second, .layer, .lastResult, .target).
 (function () {
   "use strict";
   const IW = window.ilastikWeb;
@@ -38,6 +42,7 @@
   const inst = (IW.instances = {
     tool: null, // one of TOOLS, or null (off)
     layer: null, // GET /api/instances/<layer> answer
+    target: null, // set by another part to edit its objects instead of the project's
     selected: null, // object id
     second: null, // object id (merge partner)
     draft: null, // {plane, index, vertices: [[x, y, z]], replace: objectId|null}
@@ -148,11 +153,30 @@
   // --- talking to the server -----------------------------------------------------------------
 
   function layerPath(path) {
-    return ui.prefix + "/api/instances/" + encodeURIComponent(inst.layer.layer_id) + path;
+    let url = ui.prefix + "/api/instances/" + encodeURIComponent(inst.layer.layer_id) + path;
+    if (inst.layer.item_id !== undefined) { // one layer for all items: the version names one
+      url += (path.includes("?") ? "&" : "?") + "version=" +
+        encodeURIComponent(inst.layer.version);
+    }
+    return url;
   }
+
+  function reset() {
+    inst.layer = null;
+    inst.selected = null;
+    inst.second = null;
+    inst.draft = null;
+    changed();
+  }
+  inst.reset = reset;
 
   async function ensureLayer() {
     if (inst.layer) return inst.layer;
+    if (inst.target) {
+      inst.layer = await inst.target.layer();
+      changed();
+      return inst.layer;
+    }
     if (!IW.project || !IW.project.id) throw new Error("the object tools need a project");
     inst.layer = await ui.requestUrl("POST", ui.prefix + "/api/instances/layers",
                                      { project_id: IW.project.id });
@@ -166,12 +190,18 @@
     inst.busy++;
     changed();
     try {
-      const result = await ui.requestUrl(method, layerPath(path), body);
+      const extra = inst.target && inst.target.extra && method === "POST" ? inst.target.extra()
+                                                                           : {};
+      const sent = body !== undefined || method === "POST" ? Object.assign({}, extra, body)
+                                                            : undefined;
+      const result = await ui.requestUrl(method, layerPath(path), sent);
       inst.lastResult = result;
       if (result.version) inst.layer = Object.assign({}, inst.layer, { version: result.version });
+      if (inst.target && inst.target.edited && result.changed) await inst.target.edited(result);
       return result;
     } catch (e) {
       ui.status("Objects: " + e.message, true);
+      if (inst.target && e.status === 409) inst.layer = null; // stale item: fetch it again
       throw e;
     } finally {
       inst.busy--;
@@ -286,6 +316,7 @@
   inst.editOutline = editOutline;
 
   async function history(which) {
+    if (inst.target) return edit("POST", "/" + which);
     if (!IW.project || !IW.project.id) return null;
     return ui.requestUrl("POST", ui.prefix + "/api/projects/" +
                          encodeURIComponent(IW.project.id) + "/" + which);

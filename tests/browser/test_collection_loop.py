@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from paint_helpers import api, drag, wait_for, xy_panel_box
+from paint_helpers import api, drag, screen_points, wait_for, xy_panel_box
+
+from ilastik_web.sam.geometry import SliceRef
+from ilastik_web.sam.instance_geometry import polygon_mask
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -107,6 +110,62 @@ def _annotate_with_sam(page, item_id: str, class_name: str) -> dict:
     return accepted
 
 
+def _annotate_with_polygon(page, images: Path, item_id: str, class_name: str) -> dict:
+    """Pick the polygon tool, click four vertices around the xy panel's centre, press
+    Enter; check the item's annotation on disk, then undo and redo it from the panel's
+    object tools. Returns the item's view."""
+    page.fill("#iw-coll-class", class_name)
+    page.click("#iw-inst-polygon")  # also leaves SAM mode and the text field
+    page.wait_for_function("(i) => ilastikWeb.instances.layer !== null "
+                           "&& ilastikWeb.instances.layer.item_id === i", arg=item_id,
+                           timeout=30_000)
+    assert page.evaluate("ilastikWeb.sam.mode") is False
+    cx, cy, cz = page.evaluate("""(() => { const ng = ilastikWeb.ng;
+      const p = ng.panels().find((p) => p.sliceView !== undefined && ng.planeOf(p) === "xy");
+      return ng.panelCenter(p); })()""")
+    corners = [[cx - 9.3, cy - 7.2, cz], [cx + 8.1, cy - 6.7, cz], [cx + 7.6, cy + 8.4, cz],
+               [cx - 8.7, cy + 6.9, cz]]
+    for x, y in screen_points(page, corners):
+        page.mouse.click(x, y)
+    drafted = page.evaluate("ilastikWeb.instances.draft.vertices")
+    assert len(drafted) == 4
+    before = page.evaluate("ilastikWeb.collection.view.objects.version")
+    with page.expect_response(lambda r: "/api/instances/collection-objects/polygon" in r.url
+                              ) as answer:
+        page.keyboard.press("Enter")
+    assert answer.value.status == 200, answer.value.text()
+    assert f"version={before}" in answer.value.url
+    result = answer.value.json()
+    assert result["object_id"] == 1 and result["version"] != before
+    # The panel follows the item's new version, and so does the viewer's objects layer.
+    page.wait_for_function("(v) => ilastikWeb.collection.view.objects.version === v",
+                           arg=result["version"], timeout=20_000)
+    page.wait_for_function(f"(v) => ({_LAYER_URL})('collection-objects').indexOf(v) !== -1",
+                           arg=result["version"], timeout=20_000)
+    stored = json.loads((images / "annotations" / f"{item_id}.json").read_text())
+    assert stored["classes"] == {"1": class_name} and stored["sources"] == {"1": "polygon"}
+    labels = tifffile.imread(images / "annotations" / f"{item_id}.tif")
+    ref = SliceRef(labels.shape, "xy", int(np.floor(cz)))
+    box, mask = polygon_mask(ref, drafted)
+    expected = np.zeros(labels.shape, np.uint32)
+    expected[box.slices][mask] = 1
+    np.testing.assert_array_equal(labels, expected)
+    assert expected.sum() > 150
+
+    # Undo and redo (the item's own history) go through to annotations/ as well.
+    page.evaluate("ilastikWeb.instances.undo()")
+    page.wait_for_function("ilastikWeb.collection.view.object_list.length === 0",
+                           timeout=20_000)
+    assert not (images / "annotations" / f"{item_id}.json").exists()
+    page.evaluate("ilastikWeb.instances.redo()")
+    page.wait_for_function("ilastikWeb.collection.view.object_list.length === 1",
+                           timeout=20_000)
+    np.testing.assert_array_equal(
+        tifffile.imread(images / "annotations" / f"{item_id}.tif"), expected)
+    page.click("#iw-inst-polygon")  # tools off
+    return page.evaluate("ilastikWeb.collection.view")
+
+
 def _run_export(page, layout: str) -> dict:
     before = page.evaluate("ilastikWeb.collection.lastExport") or {}
     page.select_option("#iw-coll-layout", layout)
@@ -157,12 +216,9 @@ def test_collection_annotate_two_items_and_export(collection_server, browser, ar
     assert page.inner_text("#iw-coll-item").startswith("2 / 2")
     assert not second_view["item"]["annotated"] and second_view["object_list"] == []
 
-    # ---- POLYGON STEP (issue 16, helper 16a) -------------------------------------------------
-    # Until the polygon tool is merged, item 2 is annotated with a SAM prompt too. Replace
-    # this call by drawing a polygon on item 2 (and expect source "polygon" below).
-    second = _annotate_with_sam(page, "second", "cell")
-    expected_source = "sam"
-    # ---- end of the polygon step ------------------------------------------------------------
+    # Item 2: the polygon tool, real clicks on four vertices, Enter commits.
+    second = _annotate_with_polygon(page, images, "second", "cell")
+    expected_source = "polygon"
     assert second["item"]["annotated"]
     stored = json.loads((images / "annotations" / "second.json").read_text())
     assert set(stored["sources"].values()) == {expected_source}
@@ -190,7 +246,9 @@ def test_collection_annotate_two_items_and_export(collection_server, browser, ar
         assert np.array_equal(image, source)
         annotation = tifffile.imread(images / "annotations" / f"{entry['item']}.tif")[0]
         assert np.array_equal(labels, annotation) and labels.max() >= 1
-        assert entry["objects"] == [{"id": 1, "class": "cell", "source": "sam"}]
+        assert entry["objects"] == [{"id": 1, "class": "cell",
+                                     "source": {"first": "sam", "second": "polygon"}[
+                                         entry["item"]]}]
         assert entry["split"] == exported["splits"][entry["item"]]
 
     zarr_export = _run_export(page, "ome-zarr")

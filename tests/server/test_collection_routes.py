@@ -251,3 +251,119 @@ async def test_without_a_collection_the_routes_answer_404(aiohttp_client):
     client = await aiohttp_client(create_app(ServerConfig()))
     response = await client.get("/api/collection")
     assert response.status == 404 and "--collection" in await response.text()
+
+
+INSTANCES = "/api/instances/collection-objects"
+SQUARE = [[8.0, 8.0, 0.5], [32.0, 8.0, 0.5], [32.0, 32.0, 0.5], [8.0, 32.0, 0.5]]
+
+
+async def _edit(client, who, method, path, version, body=None, status=200):
+    kwargs = {} if body is None else {"json": body}
+    return await _json(await client.request(method, f"{INSTANCES}{path}",
+                                            params={"version": version}, headers=who,
+                                            **kwargs), status)
+
+
+def _stored(images, item):
+    meta = json.loads((images / "annotations" / f"{item}.json").read_text())
+    return meta, tifffile.imread(images / "annotations" / f"{item}.tif")
+
+
+async def test_instance_tools_edit_the_item_the_version_names(world, images):
+    client, people = world
+    alice = await _json(await client.post("/api/collection/navigate", headers=people["alice"],
+                                          json={"to": "unannotated"}))
+    await _json(await client.post("/api/collection/navigate", headers=people["bob"],
+                                  json={"to": "unannotated"}))
+    version = alice["objects"]["version"]
+    layer = await _json(await client.get(INSTANCES, params={"version": version},
+                                         headers=people["alice"]))
+    assert layer["item_id"] == "first" and layer["objects"] == [] and not layer["can_undo"]
+
+    # A polygon on Alice's item: object 1, class "cell", source "polygon", in annotations/.
+    drawn = await _edit(client, people["alice"], "POST", "/polygon", version,
+                        {"vertices_xyz": SQUARE, "class": "cell"})
+    assert drawn["object_id"] == 1 and drawn["version"] != version
+    assert f"/precomputed/collection-objects/{drawn['version']}" in drawn["precomputed"]
+    meta, labels = _stored(images, "first")
+    assert meta["classes"] == {"1": "cell"} and meta["sources"] == {"1": "polygon"}
+    assert meta["author"].startswith("link:") and (labels == 1).sum() == 24 * 24
+    view = await _json(await client.get("/api/collection/items/first", headers=OPERATOR))
+    assert view["objects"]["version"] == drawn["version"] and view["item"]["annotated"]
+    assert view["object_list"] == [{"id": 1, "class": "cell", "source": "polygon"}]
+
+    # An edit from the superseded version is a conflict; Bob may not edit Alice's item.
+    stale = await client.post(f"{INSTANCES}/polygon", params={"version": version},
+                              headers=people["alice"], json={"vertices_xyz": SQUARE})
+    assert stale.status == 409 and "reload" in await stale.text()
+    refused = await client.post(f"{INSTANCES}/polygon", params={"version": drawn["version"]},
+                                headers=people["bob"], json={"vertices_xyz": SQUARE})
+    assert refused.status == 403 and "annotated by" in await refused.text()
+    for path in ("/undo", "/objects/1"):
+        method = "POST" if path == "/undo" else "DELETE"
+        response = await client.request(method, f"{INSTANCES}{path}", headers=people["bob"],
+                                        params={"version": drawn["version"]})
+        assert response.status == 403
+    assert _stored(images, "first")[0]["sources"] == {"1": "polygon"}
+
+    # Brush: a new object of the default class; the cutter's part keeps the cut one's class.
+    brushed = await _edit(client, people["alice"], "POST", "/brush", drawn["version"],
+                          {"points_xyz": [[48.0, 20.0, 0.5]], "radius": 3, "plane": "xy"})
+    assert brushed["object_id"] == 2
+    cut = await _edit(client, people["alice"], "POST", "/cut", brushed["version"],
+                      {"object_id": 1, "vertices_xyz": [[14.0, 4.0, 0.5], [14.0, 36.0, 0.5]]})
+    assert cut["object_id"] == 3
+    meta, labels = _stored(images, "first")
+    assert meta["classes"] == {"1": "cell", "2": "object", "3": "cell"}
+    assert meta["sources"] == {"1": "polygon", "2": "brush", "3": "polygon"}
+    assert (labels == 3).sum() == 6 * 24 and (labels == 1).sum() == 18 * 24
+
+    # Merge back, undo and redo it: the annotation follows each step.
+    merged = await _edit(client, people["alice"], "POST", "/merge", cut["version"],
+                         {"object_ids": [1, 3]})
+    assert set(_stored(images, "first")[0]["classes"]) == {"1", "2"}
+    undone = await _edit(client, people["alice"], "POST", "/undo", merged["version"])
+    assert undone["changed"] and set(_stored(images, "first")[0]["classes"]) == {"1", "2", "3"}
+    redone = await _edit(client, people["alice"], "POST", "/redo", undone["version"])
+    assert set(_stored(images, "first")[0]["classes"]) == {"1", "2"}
+
+    # Deleting every object leaves the item unannotated; undo brings the annotation back.
+    after = await _edit(client, people["alice"], "DELETE", "/objects/2", redone["version"])
+    after = await _edit(client, people["alice"], "DELETE", "/objects/1", after["version"])
+    assert not (images / "annotations" / "first.json").exists()
+    back = await _edit(client, people["alice"], "POST", "/undo", after["version"])
+    meta, labels = _stored(images, "first")
+    assert back["changed"] and meta["classes"] == {"1": "cell"}
+    assert (labels == 1).sum() == 24 * 24
+    # Nothing on the project's instance layer changed.
+    project = await _json(await client.post("/api/instances/layers", headers=OPERATOR,
+                                            json={"project_id": "p"}))
+    assert project["objects"] == []
+
+
+@pytest.mark.parametrize(("method", "path", "params", "body"), [
+    ("POST", "/polygon", {}, {"vertices_xyz": SQUARE}),  # no version
+    ("POST", "/polygon", {"version": "o0r0-zzzzzzzz"}, {"vertices_xyz": SQUARE}),
+    ("POST", "/polygon", {"version": "o9r0-{uid}"}, {"vertices_xyz": SQUARE}),
+    ("POST", "/polygon", {"version": "o0r7-{uid}"}, {"vertices_xyz": SQUARE}),
+    ("POST", "/polygon", {"version": "{v}"}, {"vertices_xyz": SQUARE, "class": ""}),
+    ("POST", "/polygon", {"version": "{v}"}, {"vertices_xyz": SQUARE, "class": 5}),
+    ("POST", "/polygon", {"version": "{v}"}, {"vertices_xyz": [[1, 2]]}),
+    ("POST", "/polygon", {"version": "{v}"},
+     {"vertices_xyz": [[1e6, 1, 0.5], [1e6 + 5, 1, 0.5], [1e6, 9, 0.5]]}),
+    ("POST", "/brush", {"version": "{v}"}, {"points_xyz": "nope", "radius": 2}),
+    ("POST", "/merge", {"version": "{v}"}, {"object_ids": [1, 2]}),
+    ("DELETE", "/objects/4", {"version": "{v}"}, None),
+    ("GET", "/at", {"version": "{v}", "x": "1"}, None),
+])
+async def test_bad_instance_requests_on_items_are_4xx(world, images, method, path, params, body):
+    client, _ = world
+    view = await _json(await client.get("/api/collection/items/first", headers=OPERATOR))
+    version = view["objects"]["version"]
+    uid = version.rpartition("-")[2]
+    params = {k: v.format(v=version, uid=uid) for k, v in params.items()}
+    kwargs = {} if body is None else {"json": body}
+    response = await client.request(method, f"{INSTANCES}{path}", params=params,
+                                    headers=OPERATOR, **kwargs)
+    assert 400 <= response.status < 500, (response.status, await response.text())
+    assert not (images / "annotations" / "first.json").exists()
