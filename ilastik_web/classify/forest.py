@@ -68,10 +68,15 @@ def _onedal_forest():
     """oneDAL's forest (``scikit-learn-intelex``), or None where it does not install.
     Imported on first training only: prediction (viewer, batch workers) never needs it."""
     try:
+        import daal4py
         from sklearnex.ensemble import RandomForestClassifier as OneDalForest
     except ImportError:  # pragma: no cover - a dependency; absent on some platforms
         return None
-    return OneDalForest
+    # sklearnex's fit wrapper maps n_jobs to oneDAL's threads, but outside the main
+    # thread (our trainer's) it ignores n_jobs, uses every core and warns on each fit.
+    # We set oneDAL's thread count ourselves (daalinit) and call the fit it wraps.
+    fit = getattr(OneDalForest.fit, "__wrapped__", OneDalForest.fit)
+    return OneDalForest, fit, daal4py.daalinit
 
 
 def grow_forest(features: np.ndarray, labels: np.ndarray, *, n_trees: int = DEFAULT_TREES,
@@ -99,7 +104,11 @@ def grow_forest(features: np.ndarray, labels: np.ndarray, *, n_trees: int = DEFA
         params = dict(n_estimators=size, max_features="sqrt", bootstrap=True, n_jobs=n_jobs,
                       random_state=seed)
         if onedal is not None:
-            trees.extend(onedal(**params).fit(features, labels).estimators_)
+            onedal_forest, fit, set_threads = onedal
+            set_threads(max(1, int(n_jobs)))
+            model = onedal_forest(**params)
+            fit(model, features, labels)
+            trees.extend(model.estimators_)
         else:
             trees.extend(RandomForestClassifier(**params).fit(features, labels).estimators_)
         batch += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from conftest import served
@@ -26,6 +27,15 @@ def test_export_runs_in_a_niced_process_and_equals_the_viewer(trained_project, t
     # Set before the child's exec (Popen returns after it): readable while it runs or
     # waits to be reaped.
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 2
+    # A session of its own: scheduled as one group against the server's (autogroups).
+    assert os.getsid(pid) == pid != os.getsid(0)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    try:
+        group = autogroup.read_text().split()
+    except OSError:  # no autogroups in this kernel, or already reaped
+        group = None
+    if group:
+        assert group[-1] == "2" and group[0] != Path("/proc/self/autogroup").read_text().split()[0]
     summary = service.wait(job.id, timeout=600)
     assert summary["state"] == DONE, job.logs()
     deadline = time.monotonic() + 120  # the process exits after recording DONE
