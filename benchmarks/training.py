@@ -54,8 +54,8 @@ def balanced_accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
 
 
 def forest(threads: int, **kwargs) -> RandomForestClassifier:
-    return RandomForestClassifier(100, max_features="sqrt", bootstrap=True, n_jobs=threads,
-                                  random_state=0, **kwargs)
+    params = {"max_features": "sqrt", "bootstrap": True, "random_state": 0, **kwargs}
+    return RandomForestClassifier(100, n_jobs=threads, **params)
 
 
 def main() -> None:

@@ -111,8 +111,9 @@ def lower_priority(nice: int) -> None:
         pass
 
 
-def compute_job(folder: str, run: int) -> None:
-    """Compute the missing blocks of run ``run`` in order, finalise, record the end."""
+def compute_job(folder: str, run: int, threads: int | None = None) -> None:
+    """Compute the missing blocks of run ``run`` in order with ``threads`` threads (default:
+    the job's ``engine.threads``), finalise, record the end."""
     from hpc.engines import JobCancelled, JobFailed, missing_blocks
     from hpc.service import JobService
 
@@ -122,7 +123,7 @@ def compute_job(folder: str, run: int) -> None:
     def blocks(job: Job, engine, run: int, on_progress) -> None:
         for index in missing_blocks(job):
             try:
-                outcome = run_block(folder, index, run)
+                outcome = run_block(folder, index, run, threads)
             except Exception:
                 failures = job.failures()
                 raise JobFailed(next(iter(failures.values()), "a block failed")
@@ -138,12 +139,13 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run an ilastik-web job's blocks locally.")
     parser.add_argument("job_dir")
     parser.add_argument("--run", type=int, required=True, help="run number")
-    parser.add_argument("--threads", type=int, default=1, help="threads to use")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads to use (default: the job's engine threads)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    limit_threads(args.threads)
-    compute_job(str(Path(args.job_dir).resolve()), args.run)
+    limit_threads(args.threads or 1)
+    compute_job(str(Path(args.job_dir).resolve()), args.run, args.threads)
     return 0
 
 
