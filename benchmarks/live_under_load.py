@@ -191,7 +191,7 @@ async def export(client: Client, roi: str, name: str, tmp: Path) -> float:
     """Run a probabilities export of ``roi``; its throughput in voxels/s."""
     job = await client.json("POST", f"/api/projects/{client.project}/jobs", {
         "export": "probabilities", "format": "ome-zarr", "roi": roi,
-        "output": str(tmp / f"{name}.ome.zarr"), "engine": {"kind": "local"}})
+        "output": str(tmp / f"{name}.ome.zarr"), "engine": "local"})
     start = time.perf_counter()
     deadline = time.monotonic() + WAIT_S * 4
     while True:

@@ -66,3 +66,17 @@ def test_cancelled_process_job_ends_cancelled_and_resumes(trained_project, tmp_p
     service.resume(job.id)
     assert service.wait(job.id, timeout=600)["state"] == DONE, job.logs()
     launcher.close()
+
+
+def test_export_process_threads_override_the_jobs_engine_threads(trained_project, tmp_path):
+    from hpc.worker import open_context
+
+    service = JobService(tmp_path / "jobs")
+    generation = trained_project.current_generation()
+    job = service.create(classifier=generation.classifier, computer=generation.computer,
+                         source=trained_project.source_location, output=tmp_path / "t.zarr",
+                         format="ome-zarr", export="probabilities", engine=EngineSpec(threads=1))
+    folder = str(job.folder.resolve())
+    assert open_context(folder, 1).classifier.forest.n_jobs == 1
+    # The server's export CPU share, given to its worker process as --threads.
+    assert open_context(folder, 1, 2).classifier.forest.n_jobs == 2
