@@ -73,13 +73,18 @@ def limit_threads(threads: int) -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def open_context(folder: str, run: int) -> WorkerContext:
-    """Load a job folder once per process and run (``run`` only keys the cache)."""
+def open_context(folder: str, run: int, threads: int | None = None) -> WorkerContext:
+    """Load a job folder once per process and run (``run`` only keys the cache).
+
+    ``threads`` (default: the job's ``engine.threads``) is what this process may use: a
+    server's export process gets the server's CPU share for exports instead.
+    """
     job = Job(Path(folder))
     spec = job.spec
-    limit_threads(spec.engine.threads)
+    threads = max(1, int(threads if threads is not None else spec.engine.threads))
+    limit_threads(threads)
     classifier = PixelClassifier.load(job.classifier_path)
-    classifier.forest.set_params(n_jobs=spec.engine.threads)
+    classifier.forest.set_params(n_jobs=threads)
     selection = [tuple(s) for s in json.loads(job.features_path.read_text())]
     source = open_source(spec.source, voxel_size=spec.voxel_size)
     # No feature cache: each block is computed once, and memory stays bounded.
@@ -87,8 +92,9 @@ def open_context(folder: str, run: int) -> WorkerContext:
     return WorkerContext(job, spec, job.plan, classifier, computer, output_store(job))
 
 
-def run_block(folder: str, index: int, run: int) -> str:
-    """Compute and write block ``index`` of the job in ``folder`` unless already done.
+def run_block(folder: str, index: int, run: int, threads: int | None = None) -> str:
+    """Compute and write block ``index`` of the job in ``folder`` unless already done
+    (with ``threads`` threads, default the job's ``engine.threads``).
 
     Returns
     -------
@@ -116,7 +122,7 @@ def run_block(folder: str, index: int, run: int) -> str:
                 job.append_log(f"worker-{os.getpid()}", f"block {index}: cancelled")
                 return CANCELLED
         else:
-            context = open_context(folder, run)
+            context = open_context(folder, run, threads)
             box = context.plan.source_box(index)
             data = predict_block(context.classifier, context.computer, box,
                                  output=context.spec.export, level=context.spec.level,

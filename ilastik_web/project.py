@@ -625,14 +625,16 @@ class Project:
             return None
         labelled = len(y)
         # Beyond MAX_TRAINING_SAMPLES voxels a forest learns little more but trains ever
-        # longer: a class-balanced, seeded subsample keeps retraining live.
-        keep = balanced_subsample(y, MAX_TRAINING_SAMPLES, seed=snapshot.revision)
+        # longer: a class-balanced, seeded subsample keeps retraining live. Seeded by
+        # nothing but the labels, so the same labels (an undo and redo) keep their trees.
+        keep = balanced_subsample(y, MAX_TRAINING_SAMPLES, seed=0)
         X, y = X[keep], y[keep]
         report("training", 0.5, f"{labelled} labelled voxels"
                + (f", {len(y)} sampled" if len(y) < labelled else ""))
         classifier = PixelClassifier.train(
             X, y, label_values=label_values, feature_names=computer.channel_names,
             should_stop=should_stop,
+            previous=self._generation.classifier if self._generation is not None else None,
         )
         return self._publish(classifier, computer)
 

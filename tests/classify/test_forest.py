@@ -87,3 +87,38 @@ def test_balanced_subsample_spreads_over_classes(seed):
     assert counts[1] == 50 and counts[2] == counts[3] == 1475  # the small class's share
     np.testing.assert_array_equal(keep, balanced_subsample(labels, 3000, seed=seed))
     np.testing.assert_array_equal(balanced_subsample(labels[:100], 3000), np.arange(100))
+
+
+def test_training_is_seeded_and_pickles_plain_scikit_learn_trees():
+    import pickle
+
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+
+    X, y = _data(n=500)
+    a = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=30)
+    b = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=30)
+    feats = _data(seed=3, n=400)[0].T.reshape(4, 1, 20, 20)
+    np.testing.assert_array_equal(a.predict_proba(feats), b.predict_proba(feats))
+    assert type(a.forest) is RandomForestClassifier and len(a.forest.estimators_) == 30
+    assert all(type(t) is DecisionTreeClassifier for t in a.forest.estimators_)
+    # Batch workers load the pickle: it must not need the library that grew the trees.
+    blob = pickle.dumps(a)
+    assert b"sklearnex" not in blob and b"onedal" not in blob
+
+
+def test_unchanged_samples_keep_the_previous_trees_and_predict_as_a_fresh_forest():
+    X, y = _data(n=500)
+    feats = _data(seed=4, n=400)[0].T.reshape(4, 1, 20, 20)
+    first = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=20)
+    again = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=20,
+                                  previous=first, should_stop=lambda: True)  # grows nothing
+    assert again.forest is first.forest
+    fresh = PixelClassifier.train(X, y, label_values=[1, 2], feature_names="abcd", n_trees=20)
+    np.testing.assert_array_equal(again.predict_proba(feats), fresh.predict_proba(feats))
+    changed = y.copy()
+    changed[:10] = 3 - changed[:10]
+    retrained = PixelClassifier.train(X, changed, label_values=[1, 2], feature_names="abcd",
+                                      n_trees=20, previous=first)
+    assert retrained.forest is not first.forest
+    assert retrained.training_key != first.training_key

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 from conftest import served
@@ -26,6 +27,15 @@ def test_export_runs_in_a_niced_process_and_equals_the_viewer(trained_project, t
     # Set before the child's exec (Popen returns after it): readable while it runs or
     # waits to be reaped.
     assert os.getpriority(os.PRIO_PROCESS, pid) == os.getpriority(os.PRIO_PROCESS, 0) + 2
+    # A session of its own: scheduled as one group against the server's (autogroups).
+    assert os.getsid(pid) == pid != os.getsid(0)
+    autogroup = Path(f"/proc/{pid}/autogroup")
+    try:
+        group = autogroup.read_text().split()
+    except OSError:  # no autogroups in this kernel, or already reaped
+        group = None
+    if group:
+        assert group[-1] == "2" and group[0] != Path("/proc/self/autogroup").read_text().split()[0]
     summary = service.wait(job.id, timeout=600)
     assert summary["state"] == DONE, job.logs()
     deadline = time.monotonic() + 120  # the process exits after recording DONE
@@ -56,3 +66,17 @@ def test_cancelled_process_job_ends_cancelled_and_resumes(trained_project, tmp_p
     service.resume(job.id)
     assert service.wait(job.id, timeout=600)["state"] == DONE, job.logs()
     launcher.close()
+
+
+def test_export_process_threads_override_the_jobs_engine_threads(trained_project, tmp_path):
+    from hpc.worker import open_context
+
+    service = JobService(tmp_path / "jobs")
+    generation = trained_project.current_generation()
+    job = service.create(classifier=generation.classifier, computer=generation.computer,
+                         source=trained_project.source_location, output=tmp_path / "t.zarr",
+                         format="ome-zarr", export="probabilities", engine=EngineSpec(threads=1))
+    folder = str(job.folder.resolve())
+    assert open_context(folder, 1).classifier.forest.n_jobs == 1
+    # The server's export CPU share, given to its worker process as --threads.
+    assert open_context(folder, 1, 2).classifier.forest.n_jobs == 2
