@@ -143,10 +143,12 @@ def collection_routes(site: CollectionSite | None, sam: SamService | None,
         return body
 
     async def info(request: web.Request) -> web.Response:
+        if site is None:  # a 200, so viewers probing for a collection log no error
+            return web.json_response({"served": False})
         s, user = need(), _user(request)
         items = await run(lambda: s.collection.status(user))
         return web.json_response({
-            "count": len(items), "user": user, "items": items,
+            "served": True, "count": len(items), "user": user, "items": items,
             "annotated": sum(i["annotated"] for i in items),
             "layers": {"image": s.image.layer_id, "objects": s.objects.layer_id,
                        "prediction": s.prediction.layer_id},

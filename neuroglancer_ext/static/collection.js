@@ -248,8 +248,10 @@
 
   async function start() {
     const response = await fetch(api(""));
-    if (response.status === 404) return; // no collection: SAM works on the project
-    collection.info = await response.json();
+    if (!response.ok) return;
+    const info = await response.json();
+    if (!info.served) return; // no collection: SAM works on the project
+    collection.info = info;
     ui.addSection(section);
     const first = await call("POST", "/navigate", { to: "unannotated" })
       .then((view) => (view.item ? view : call("POST", "/navigate", { to: "first" })));

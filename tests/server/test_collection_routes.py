@@ -250,6 +250,8 @@ async def test_an_invalid_class_name_or_body_is_refused(world):
 async def test_without_a_collection_the_routes_answer_404(aiohttp_client):
     client = await aiohttp_client(create_app(ServerConfig()))
     response = await client.get("/api/collection")
+    assert response.status == 200 and (await response.json()) == {"served": False}
+    response = await client.post("/api/collection/navigate", json={"to": "next"})
     assert response.status == 404 and "--collection" in await response.text()
 
 
