@@ -44,6 +44,7 @@ from ilastik_web.classify.live import LiveTrainer, TrainingStatus
 from ilastik_web.classify.prediction import prediction_pyramids
 from ilastik_web.errors import InvalidRequestError, NotFoundError, NotReadyError
 from ilastik_web.labels import EditResult, LabelSnapshot, LabelStore, Stroke
+from ilastik_web.listeners import Listeners
 from ilastik_web.resources import NamespacedCache, Resources
 from ilastik_web.sam.instances import InstanceEditResult, InstanceStore
 
@@ -180,7 +181,7 @@ class Project:
         self._samples = TrainingSamples()
         self._generation_number = generation
         self._generation: Generation | None = None
-        self._listeners: list[Callable[[str, dict], None]] = []
+        self._listeners: Listeners[Callable[[str, dict], None]] = Listeners("project")
         labels_dir = self.directory / "labels" if self.directory is not None else None
         self.labels = LabelStore(source.base.shape, labels_dir)
         self._reconcile_deleted_classes()
@@ -723,27 +724,13 @@ class Project:
         Kinds: "labels", "classes", "features", "generation", "training", "live",
         "instances" (any change of :attr:`instances`).
         """
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     def _on_training_status(self, status: TrainingStatus) -> None:
         self._notify("training", status.to_json())
 
     def _notify(self, kind: str, payload: dict) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener(kind, payload)
-            except Exception:
-                log.exception("project listener failed")
+        self._listeners.call(kind, payload)
 
 
 def _resolve_source(source, voxel_size, allowed_roots) -> tuple[MultiscaleVolume, str | None]:

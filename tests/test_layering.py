@@ -25,6 +25,7 @@ LAYERS = {
     "ilastik_web.abc": CORE,
     "ilastik_web.errors": CORE,
     "ilastik_web.cancel": CORE,
+    "ilastik_web.listeners": CORE,
     "ilastik_web.cache": CORE,
     "ilastik_web.resources": CORE,
     "ilastik_web.damage": CORE,

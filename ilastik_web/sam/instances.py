@@ -45,6 +45,7 @@ from ilastik_web.labels.store import (
     _latest,
     _union,
 )
+from ilastik_web.listeners import Listeners
 from ilastik_web.sam.geometry import SliceRef
 from ilastik_web.sam.instance_edits import (
     MAX_ID,
@@ -109,7 +110,7 @@ class InstanceStore:
         self._next_id = 1
         self._fd: int | None = None
         self._records = 0
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: Listeners[Callable[[], None]] = Listeners("instance store")
         self._ids_cache: tuple[int, list[int]] | None = None
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -227,15 +228,7 @@ class InstanceStore:
 
     def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener()`` after every change (from the editing thread)."""
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     # -- edits -------------------------------------------------------------------------
 
@@ -416,13 +409,7 @@ class InstanceStore:
 
     def _after_change(self) -> None:
         self._maybe_checkpoint()
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            try:
-                listener()
-            except Exception:
-                log.exception("instance store listener failed")
+        self._listeners.call()
 
     def _fold_history(self) -> None:
         while len(self._active) > self.max_undo:

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ilastik_web.listeners import Listeners
+
 Listener = Callable[[list[dict]], None]
 
 
@@ -22,7 +24,7 @@ class Presence:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._people: dict[str, _Person] = {}
-        self._listeners: list[Listener] = []
+        self._listeners: Listeners[Listener] = Listeners("presence")
 
     def people(self) -> list[dict]:
         """``[{"id", "name", "role"}]`` of everyone connected, by name."""
@@ -56,18 +58,7 @@ class Presence:
         self._tell(people)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return self._listeners.subscribe(listener)
 
     def _tell(self, people: list[dict]) -> None:
-        with self._lock:
-            listeners = list(self._listeners)
-        for listener in listeners:
-            listener(people)
+        self._listeners.call(people)
