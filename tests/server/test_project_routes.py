@@ -199,6 +199,7 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
     await _paint_training_set(client, blobs)
     await client.post("/api/projects/p/train")
     statuses: list[int] = []
+    always_served: list[int] = []  # raw chunks and strokes: never superseded
 
     async def reader(i: int) -> None:
         for j in range(6):
@@ -207,18 +208,25 @@ async def test_concurrent_chunk_reads_while_training(client, blobs):
             z = (i + j) % 24
             for path in (f"/precomputed/p-probabilities/{version}/s0/0-64_0-64_{z}-{z + 1}",
                          f"/precomputed/raw/v0/s0/0-64_0-64_{z}-{z + 1}"):
-                statuses.append((await client.get(path)).status)
+                status = (await client.get(path)).status
+                statuses.append(status)
+                if path.startswith("/precomputed/raw/"):
+                    always_served.append(status)
 
     async def painter() -> None:
         for k in range(5):
             resp = await client.post("/api/projects/p/strokes", json=_stroke(1 + k % 2, z=k + 0.5))
             statuses.append(resp.status)
+            always_served.append(resp.status)
             await asyncio.sleep(0.1)
 
     await client.put("/api/projects/p/live", json={"enabled": True})
     await asyncio.wait_for(asyncio.gather(painter(), *(reader(i) for i in range(8))), 120)
     assert set(statuses) <= {200, 410}, sorted(set(statuses))
-    assert statuses.count(200) > len(statuses) * 0.8
+    # Only prediction chunks of a superseded generation may be refused (410, dropped
+    # unfinished); how many are depends on the machine's speed, not on correctness.
+    assert always_served and set(always_served) == {200}
+    assert statuses.count(200) > len(always_served)
     # Memory stays within the caches' budgets, whatever the traffic.
     ctx = client.app[CONTEXT_KEY]
     project = ctx.projects.get("p").project
