@@ -191,9 +191,16 @@ def create_app(
     return app
 
 
+#: Seconds a stopping server lets requests in flight finish before it cancels them. A
+#: viewer keeps chunk requests open that may wait behind a training; aiohttp's default
+#: (60 s) made SIGTERM take up to a minute. Acknowledged edits are on disk already.
+SHUTDOWN_GRACE_S = 3.0
+
+
 async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
     """Start ``app`` on ``host:port``; cancelled requests cancel their handlers."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None,
+                           shutdown_timeout=SHUTDOWN_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

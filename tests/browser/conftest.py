@@ -37,6 +37,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+#: How long a server may take to stop on SIGTERM (it closes its projects, which flushes
+#: their label logs); longer is a failure of the test, and the process is killed.
+STOP_TIMEOUT_S = 60
+
+
+def _log_tail(log: Path, chars: int = 4000) -> str:
+    try:
+        return log.read_text()[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+def _stop(process: subprocess.Popen, log: Path) -> None:
+    """SIGTERM, then wait; a server that does not stop is killed and the test fails."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"the server did not stop within {STOP_TIMEOUT_S} s of SIGTERM; its log "
+                    f"ends:\n{_log_tail(log)}")
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     """The CLI serving smooth random blobs (16 x 256 x 320, uint8) with a token."""
@@ -46,20 +72,21 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     path = tmp_path_factory.mktemp("browser") / "blobs.tif"
     tifffile.imwrite(path, data)
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ilastik_web", "serve", str(path), "--port", str(port),
-         "--no-browser", "--voxel-size", "40,8,8", "--token", "browser-token",
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, text=True,
-    )
+    log = path.parent / "server.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ilastik_web", "serve", str(path), "--port", str(port),
+             "--no-browser", "--voxel-size", "40,8,8", "--token", "browser-token",
+             "--log-level", "WARNING"],
+            stdout=subprocess.PIPE, stderr=err, text=True,
+        )
     try:
         url = process.stdout.readline().strip()
         if not url:
-            pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
+            pytest.fail(f"server exited with {process.wait(10)}: {_log_tail(log)}")
         yield LiveServer(url=url, port=port, data=data)
     finally:
-        process.terminate()
-        process.wait(10)
+        _stop(process, log)
 
 
 @pytest.fixture
@@ -87,6 +114,11 @@ class DemoServer:
     base: str
     project_dir: Path
     labels_path: Path
+    log: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        """The end of the server's log (stderr), for failure messages."""
+        return _log_tail(self.log, chars)
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +132,7 @@ def demo_cache(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def demo_server(demo_cache) -> Iterator[DemoServer]:
+def demo_server(demo_cache, tmp_path) -> Iterator[DemoServer]:
     """``ilastik-web serve --no-browser`` on the demo, with a fresh (empty) demo project."""
     from ilastik_web.demo import ensure_demo
 
@@ -109,20 +141,21 @@ def demo_server(demo_cache) -> Iterator[DemoServer]:
     shutil.rmtree(project_dir, ignore_errors=True)
     port = _free_port()
     env = {**os.environ, "ILASTIK_WEB_CACHE": str(demo_cache)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ilastik_web", "serve", "--port", str(port), "--no-browser",
-         "--log-level", "WARNING", "--workers", "4"],
-        stdout=subprocess.PIPE, text=True, env=env,
-    )
+    log = tmp_path / "server.log"
+    with open(log, "w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ilastik_web", "serve", "--port", str(port), "--no-browser",
+             "--log-level", "INFO", "--workers", "4"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )
     try:
         url = process.stdout.readline().strip()
         if not url:
-            pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
+            pytest.fail(f"server exited with {process.wait(10)}: {_log_tail(log)}")
         yield DemoServer(url=url, base=f"http://127.0.0.1:{port}", project_dir=project_dir,
-                         labels_path=demo.labels_path)
+                         labels_path=demo.labels_path, log=log)
     finally:
-        process.terminate()
-        process.wait(10)
+        _stop(process, log)
 
 
 class Served:
@@ -141,7 +174,7 @@ def serve(tmp_path) -> Iterator:
     """``serve(*paths_and_options, project=False)`` starts ``ilastik-web serve`` (with a
     project in a fresh folder when ``project``) and returns a :class:`Served`; its stderr
     (the log) goes to a file."""
-    started: list[subprocess.Popen] = []
+    started: list[tuple[subprocess.Popen, Path]] = []
 
     def start(*args: str, project: bool = False) -> Served:
         port = _free_port()
@@ -154,18 +187,12 @@ def serve(tmp_path) -> Iterator:
                 stdout=subprocess.PIPE, stderr=err, text=True,
                 env={**os.environ, "ILASTIK_WEB_DATA": str(tmp_path / "data")},
             )
-        started.append(process)
+        started.append((process, log))
         url = process.stdout.readline().strip()
         if not url:
             pytest.fail(f"server exited with {process.wait(10)}: {log.read_text()[-2000:]}")
         return Served(process, url, log)
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            # SIGTERM closes the projects first, which takes longer on a busy machine.
-            process.wait(120)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    for process, log in started:
+        _stop(process, log)

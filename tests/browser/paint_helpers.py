@@ -31,15 +31,18 @@ def api(base: str, path: str, method: str = "GET", body: Any = None) -> Any:
         return json.loads(response.read())
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2):
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what``."""
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2,
+             explain: Callable[[], str] | None = None):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` (and
+    what ``explain()`` then says: the server's state, say)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
         time.sleep(interval)
 
 

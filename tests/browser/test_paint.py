@@ -161,7 +161,18 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
         after = panel_image(page, panel_index)
         return float((np.abs(after - before).max(axis=-1) > 30).mean())
 
-    wait_for(lambda: changed_fraction() > 0.3, 120, "the predictions drawn in the xy panel")
+    def explain() -> str:
+        page.screenshot(path=str(artifacts / "paint-2-timeout.png"))
+        project = api(demo_server.base, f"/api/projects/{PROJECT}")
+        layers = page.evaluate("""viewer.layerManager.managedLayers.map((m) => [
+          m.name, m.visible, JSON.stringify(m.layer?.toJSON()?.source ?? null)])""")
+        statuses = page.locator("#neuroglancer-status-container").inner_text()
+        return (f"changed fraction {changed_fraction():.3f}\nproject: {project}\n"
+                f"viewer layers: {layers}\nstatus: {statuses}\nerrors: {errors}\n"
+                f"server log:\n{demo_server.log_tail()}")
+
+    wait_for(lambda: changed_fraction() > 0.3, 240, "the predictions drawn in the xy panel",
+             explain=explain)
     page.screenshot(path=str(artifacts / "paint-2-predictions.png"))
     assert changed_fraction() > 0.3
     camera_after = _camera(page)
