@@ -248,7 +248,16 @@
   }
   inst.cancel = cancel;
 
-  async function select(point, second) {
+  // Clicks are answered in the order they were made: a Shift+click right after a click
+  // must not be undone by the first click's answer arriving last.
+  let selecting = Promise.resolve();
+  function select(point, second) {
+    const next = selecting.then(() => selectNow(point, second));
+    selecting = next.catch(() => {});
+    return next;
+  }
+
+  async function selectNow(point, second) {
     await ensureLayer();
     const [x, y, z] = point;
     const answer = await ui.requestUrl("GET", layerPath("/at?x=" + x + "&y=" + y + "&z=" + z));

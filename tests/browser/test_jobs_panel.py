@@ -59,8 +59,8 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
     assert job["export"] == "segmentation" and job["format"] == "ome-zarr"
     assert job["output"].startswith(str(demo_server.project_dir / "exports"))
     row = _job_row(page, job["id"])
-    page.wait_for_selector(row, timeout=10_000)
-    page.wait_for_selector(f'{row}[data-state="DONE"]', timeout=90_000)
+    page.wait_for_selector(row, timeout=60_000)
+    page.wait_for_selector(f'{row}[data-state="DONE"]', timeout=300_000)
     assert page.locator(f"{row} .iw-job-blocks").inner_text().startswith("1/1 blocks")
     assert page.locator(f"{row} .iw-job-engine").inner_text() == job["engine"] == "local"
     assert page.locator(f"{row} .iw-progress-bar").get_attribute("style") == "width:100%"
@@ -71,10 +71,10 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
     name = f"segmentation {job['id'].rsplit('-', 1)[-1]}"  # short: the layer bar is narrow
     page.wait_for_function(
         "(name) => viewer.layerManager.managedLayers.some((m) => m.name === name)",
-        arg=name, timeout=30_000)
+        arg=name, timeout=120_000)
     page.wait_for_function(
         "(name) => Array.from(document.querySelectorAll('.neuroglancer-layer-item'))"
-        ".some((e) => e.textContent.includes(name))", arg=name, timeout=10_000)
+        ".some((e) => e.textContent.includes(name))", arg=name, timeout=60_000)
     # in the class colours, not random segment colours
     colors = page.evaluate("""(name) => viewer.state.toJSON().layers
       .find((l) => l.name === name).segmentColors""", name)
@@ -84,25 +84,25 @@ def test_jobs_submit_progress_open_cancel_resume(demo_server, browser, artifacts
     # Its logs.
     page.click(f"{row} .iw-job-logs-button")
     page.wait_for_function("document.getElementById('iw-job-logs').textContent"
-                           ".includes('DONE')", timeout=10_000)
+                           ".includes('DONE')", timeout=60_000)
 
     # A second job: cancel it while it runs, then resume it to done.
     second = _submit(page, "probabilities", "n5")
     row2 = _job_row(page, second["id"])
-    page.wait_for_selector(f"{row2} .iw-job-cancel", timeout=10_000)
+    page.wait_for_selector(f"{row2} .iw-job-cancel", timeout=60_000)
     assert page.locator(f"{row2}").get_attribute("data-state") in ("PENDING", "RUNNING")
     page.click(f"{row2} .iw-job-cancel")
-    page.wait_for_selector(f'{row2}[data-state="CANCELLED"]', timeout=30_000)
+    page.wait_for_selector(f'{row2}[data-state="CANCELLED"]', timeout=120_000)
     assert api(base, f"/api/projects/{PROJECT}/jobs/{second['id']}")["state"] == "CANCELLED"
     page.screenshot(path=str(artifacts / "jobs-2-cancelled.png"))
     page.click(f"{row2} .iw-job-resume")
-    page.wait_for_selector(f'{row2}[data-state="DONE"]', timeout=90_000)
+    page.wait_for_selector(f'{row2}[data-state="DONE"]', timeout=300_000)
     summary = api(base, f"/api/projects/{PROJECT}/jobs/{second['id']}")
     assert summary["state"] == "DONE" and summary["run"] == 2
     assert summary["blocks_done"] == summary["blocks_total"] == 1
     page.screenshot(path=str(artifacts / "jobs-3-resumed.png"))
 
     # Polling stops once nothing runs.
-    wait_for(lambda: not page.evaluate("ilastikWeb.jobs.polling"), 5, "polling to stop")
+    wait_for(lambda: not page.evaluate("ilastikWeb.jobs.polling"), 60, "polling to stop")
     assert not errors, errors
     page.close()
