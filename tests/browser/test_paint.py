@@ -9,7 +9,6 @@ when ILASTIK_WEB_UPDATE_DOCS=1).
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +114,16 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
                                                ilastikWeb.ng.planeOf(p) === "xy").element)""")
     box = xy_panel_box(page)
     wait_for(lambda: panel_image(page, panel_index).std() > 10, 45, "the raw data drawn")
-    time.sleep(0.5)
+    # The panel before any label or prediction: training is quick, so on a busy machine the
+    # predictions can be on screen before the strokes' overlay has been replaced.
+    shown = [panel_image(page, panel_index)]
+
+    def raw_settled() -> bool:
+        shown.append(panel_image(page, panel_index))
+        return bool(np.array_equal(shown[-2], shown[-1]))
+
+    wait_for(raw_settled, 60, "the raw data to finish drawing")
+    before = shown[-1]
 
     # Where to paint: regions of two ground-truth classes in the visible part of the slice.
     centre = page.evaluate("viewer.state.toJSON().position")
@@ -150,7 +158,6 @@ def test_paint_predict_undo(demo_server, browser, artifacts):
     wait_for(lambda: page.evaluate("ilastikWeb.brush.pending.length === 0"), 20,
              "the overlay strokes replaced by the labels layer")
     page.screenshot(path=str(artifacts / "paint-1-strokes.png"))
-    before = panel_image(page, panel_index)
 
     # Live training: a generation appears, and its probabilities are drawn in the panel.
     wait_for(lambda: api(demo_server.base, f"/api/projects/{PROJECT}")["generation"] >= 1,
