@@ -56,6 +56,7 @@ LAYERS = {
     "ilastik_web.server.collection_layers": WEB,
     "ilastik_web.server.collection_instances": WEB,
     "ilastik_web.server.routes_collection": WEB,
+    "ilastik_web.server.routes_collection_jobs": WEB,
     "ilastik_web.server.lifecycle": WEB,
     "ilastik_web.server.health": WEB,
     "ilastik_web.server.metrics": WEB,

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from hpc.engine_config import EngineRegistry
+from hpc.local_process import ProcessLauncher
 from ilastik_web.config import ServerConfig
-from ilastik_web.resources import Resources
+from ilastik_web.resources import EXPORT_NICE, Resources
 from ilastik_web.sam import ModelSpec, SamService, SamSettings
 from ilastik_web.server.api import api_routes
 from ilastik_web.server.auth import auth_middleware, build_access
@@ -24,6 +25,7 @@ from ilastik_web.server.metrics import RequestMetrics, metrics_middleware, metri
 from ilastik_web.server.projects import ProjectHub
 from ilastik_web.server.routes_access import access_routes
 from ilastik_web.server.routes_collection import CollectionSite, collection_routes
+from ilastik_web.server.routes_collection_jobs import collection_job_routes
 from ilastik_web.server.routes_exports import export_routes
 from ilastik_web.server.routes_instances import instance_routes
 from ilastik_web.server.routes_jobs import job_routes
@@ -162,6 +164,10 @@ def create_app(
                  if site is not None else None)))
 
     table.extend(collection_routes(site, sam, resources.interactive))
+    table.extend(collection_job_routes(
+        site, sam, resources.interactive,
+        launcher=ProcessLauncher(resources.export_threads, EXPORT_NICE),
+        engines=EngineRegistry(config.engines), allowed_roots=config.allowed_roots or None))
 
     request_metrics = RequestMetrics()
     table.extend(metrics_routes(ctx, request_metrics))

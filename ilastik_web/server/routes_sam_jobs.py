@@ -23,6 +23,7 @@ from hpc.sam_jobs import (
     submit_embeddings,
     submit_finetune,
 )
+from hpc.service import JobService
 from ilastik_web.errors import InvalidRequestError
 from ilastik_web.sam.finetune import settings_from_json
 from ilastik_web.sam.service import SamService
@@ -59,6 +60,65 @@ def _model_name(body: dict) -> str | None:
     return model
 
 
+def new_model_name(body: Any, sam: SamService) -> str:
+    """The ``name`` of a fine-tuning request: valid, and not a model's name yet."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError('expected {"name": new model, ...}')
+    name = body.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidRequestError("name (of the new model) must be 1-64 letters, digits, "
+                                  "'_', '.' or '-'")
+    if name in sam.models.names:
+        raise InvalidRequestError(f"a model is already named {name!r}")
+    return name
+
+
+def base_model(body: dict, sam: SamService):
+    """The configured model a request names (``model``; default: the first)."""
+    return sam.models.spec(_model_name(body))
+
+
+def embedding_options(body: Any) -> tuple[str, list[int] | None, int]:
+    """``(plane, slices, slices_per_block)`` of an embeddings request."""
+    if not isinstance(body, dict):
+        raise InvalidRequestError('expected {"slices"?: [z, ...], "plane"?: ..., ...}')
+    plane = body.get("plane", "xy")
+    slices = body.get("slices")
+    if slices is not None and (not isinstance(slices, list) or not all(
+            isinstance(s, int) and not isinstance(s, bool) for s in slices)):
+        raise InvalidRequestError("slices must be a list of slice indices")
+    per = body.get("slices_per_block", 8)
+    if isinstance(per, bool) or not isinstance(per, int) or per < 1:
+        raise InvalidRequestError("slices_per_block must be an integer >= 1")
+    return plane, slices, per
+
+
+def offer_finetuned(sam: SamService, jobs: JobService, job_id: str, body: Any,
+                    allowed_roots: Sequence[Path] | None) -> dict:
+    """Offer finished fine-tuning job ``job_id``'s checkpoint as a SAM model (blocking).
+
+    ``body`` may rename it (``{"name": ...}``); the same checkpoint offered twice under one
+    name is not an error.
+    """
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise InvalidRequestError('expected {"name"?: model name}')
+    name = body.get("name")
+    if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
+        raise InvalidRequestError("name must be 1-64 letters, digits, '_', '.' or '-'")
+    summary = jobs.get(job_id)  # refreshes the state first
+    spec = finetuned_model(jobs.store.get(job_id), name)
+    check_allowed(spec.checkpoint, allowed_roots, str(spec.checkpoint))
+    if spec.name in sam.models.names:
+        if sam.models.spec(spec.name).checkpoint != spec.checkpoint:
+            raise InvalidRequestError(f"a model is already named {spec.name!r}")
+    else:
+        sam.models.add(spec)
+        log.info("job %s: offering %s as SAM model %r", job_id, spec.checkpoint, spec.name)
+    return {"model": spec.name, "job": summary, "models": sam.models.describe()}
+
+
 def sam_job_routes(services, sam: SamService, hub: ProjectHub,
                    run: Callable[[Callable[[], Any]], Awaitable[Any]], *,
                    allowed_roots: Sequence[Path] | None = None,
@@ -74,12 +134,7 @@ def sam_job_routes(services, sam: SamService, hub: ProjectHub,
     def finetune_request(served, jobs, body: Any) -> dict:
         if not isinstance(body, dict):
             raise InvalidRequestError('expected {"training_set": dir, "name": new model, ...}')
-        name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidRequestError("name (of the new model) must be 1-64 letters, digits, "
-                                      "'_', '.' or '-'")
-        if name in sam.models.names:
-            raise InvalidRequestError(f"a model is already named {name!r}")
+        name = new_model_name(body, sam)
         training_set = _path(body, "training_set", allowed_roots)
         if body.get("output") is not None:
             output = _path(body, "output", allowed_roots)
@@ -88,7 +143,7 @@ def sam_job_routes(services, sam: SamService, hub: ProjectHub,
             models.mkdir(exist_ok=True)
             output = models / f"{name}.pt"
         settings = settings_from_json(body.get("settings"))
-        job = submit_finetune(jobs, sam.models.spec(_model_name(body)), training_set, output,
+        job = submit_finetune(jobs, base_model(body, sam), training_set, output,
                               settings, name=name, engine=_engine(body, engines),
                               project=str(served.project.directory))
         return jobs.get(job.id)
@@ -96,16 +151,7 @@ def sam_job_routes(services, sam: SamService, hub: ProjectHub,
     def embeddings_request(served, jobs, body: Any) -> dict:
         if body is None:
             body = {}
-        if not isinstance(body, dict):
-            raise InvalidRequestError('expected {"slices"?: [z, ...], "collection"?: dir, ...}')
-        plane = body.get("plane", "xy")
-        slices = body.get("slices")
-        if slices is not None and (not isinstance(slices, list) or not all(
-                isinstance(s, int) and not isinstance(s, bool) for s in slices)):
-            raise InvalidRequestError("slices must be a list of slice indices")
-        per = body.get("slices_per_block", 8)
-        if isinstance(per, bool) or not isinstance(per, int) or per < 1:
-            raise InvalidRequestError("slices_per_block must be an integer >= 1")
+        plane, slices, per = embedding_options(body)
         if body.get("collection") is not None:
             from ilastik_web.collections import Collection
 
@@ -120,31 +166,11 @@ def sam_job_routes(services, sam: SamService, hub: ProjectHub,
                                           "collection or a volume on disk")
             targets = [EmbeddingTarget(project.source_location, slices, plane,
                                        project.voxel_size_override)]
-        job = submit_embeddings(jobs, sam.models.spec(_model_name(body)), targets,
+        job = submit_embeddings(jobs, base_model(body, sam), targets,
                                 EmbeddingCache.of_store(sam.embeddings),
                                 engine=_engine(body, engines), slices_per_block=per,
                                 project=str(served.project.directory))
         return jobs.get(job.id)
-
-    def load_model(jobs, job_id: str, body: Any) -> dict:
-        if body is None:
-            body = {}
-        if not isinstance(body, dict):
-            raise InvalidRequestError('expected {"name"?: model name}')
-        name = body.get("name")
-        if name is not None and (not isinstance(name, str) or not _NAME.match(name)):
-            raise InvalidRequestError("name must be 1-64 letters, digits, '_', '.' or '-'")
-        summary = jobs.get(job_id)  # refreshes the state first
-        spec = finetuned_model(jobs.store.get(job_id), name)
-        check_allowed(spec.checkpoint, allowed_roots, str(spec.checkpoint))
-        if spec.name in sam.models.names:
-            if sam.models.spec(spec.name).checkpoint != spec.checkpoint:
-                raise InvalidRequestError(f"a model is already named {spec.name!r}")
-        else:
-            sam.models.add(spec)
-            log.info("job %s: offering %s as SAM model %r", job_id, spec.checkpoint,
-                     spec.name)
-        return {"model": spec.name, "job": summary, "models": sam.models.describe()}
 
     async def submit_finetune_job(request: web.Request) -> web.Response:
         served, jobs = context(request)
@@ -162,7 +188,8 @@ def sam_job_routes(services, sam: SamService, hub: ProjectHub,
         _, jobs = context(request)
         job_id = request.match_info["job_id"]
         body = await read_json(request) if request.can_read_body else {}
-        return web.json_response(await run(lambda: load_model(jobs, job_id, body)),
+        return web.json_response(await run(lambda: offer_finetuned(sam, jobs, job_id, body,
+                                                                  allowed_roots)),
                                  status=201)
 
     tags = ("jobs", "sam")

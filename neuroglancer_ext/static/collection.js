@@ -262,6 +262,11 @@
       IW.sam.target = samTarget;
       if (IW.sam.loadModels) IW.sam.loadModels(); // SAM works without a project now
     }
+    // No project: the Jobs list and SAM jobs are the collection's (jobs.js, sam_jobs.js).
+    if (IW.jobs && !IW.project.id) {
+      IW.jobs.use({ kind: "collection", base: api("/jobs") });
+      if (IW.samJobs) IW.samJobs.useCollection();
+    }
     collection.ready = true;
   }
   start().catch((e) => ui.status("could not load the collection: " + e.message, true));

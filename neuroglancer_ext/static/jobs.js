@@ -5,7 +5,9 @@
 // server's default, exports/ in the project folder; an optional region), list the
 // project's jobs with state and a progress bar (polled every POLL_MS while any job is
 // pending or running), cancel, resume, read the logs, and open a finished export as a new
-// layer of the viewer. It talks to /api/projects/<id>/jobs.
+// layer of the viewer. It talks to /api/projects/<id>/jobs; on a server that serves an image
+// collection and no project, the list is the collection's (/api/collection/jobs: its SAM
+// jobs, see sam_jobs.js) and the export controls, which need a project's classifier, hide.
 (function () {
   "use strict";
   const IW = window.ilastikWeb;
@@ -28,8 +30,9 @@
   };
   const POLL_MS = 1500;
 
-  const jobs = (IW.jobs = { list: [], logsOpen: null, polling: false });
-  const path = (rest) => "/" + encodeURIComponent(IW.project.id) + "/jobs" + (rest || "");
+  // target: whose jobs the list shows ({kind: "project"|"collection", base: URL}).
+  const jobs = (IW.jobs = { list: [], logsOpen: null, polling: false, target: null, use });
+  const url = (rest) => jobs.target.base + (rest || "");
 
   const exportSelect = el("select", { id: "iw-job-export", title: "What to export" },
                           ...EXPORTS.map((e) => el("option", { value: e }, e)));
@@ -68,12 +71,14 @@
   const list = el("div", { class: "iw-jobs", id: "iw-jobs" });
   const logs = el("pre", { class: "iw-job-logs", id: "iw-job-logs", hidden: true });
 
-  ui.addSection(ui.section("Jobs",
+  const exportControls = el("div", { class: "iw-job-exports" },
     el("div", { class: "iw-row" }, exportSelect, formatSelect, submitButton),
     el("div", { class: "iw-row" }, dtypeSelect, engineSelect),
     el("div", { class: "iw-row" }, outputInput),
-    el("div", { class: "iw-row" }, roiInput),
-    list, logs));
+    el("div", { class: "iw-row" }, roiInput));
+  const section = ui.section("Jobs", exportControls, list, logs);
+  section.id = "iw-jobs-section";
+  ui.addSection(section);
 
   function button(text, cls, title, action) {
     return el("button", { class: cls, title, onclick: action }, text);
@@ -121,7 +126,8 @@
 
   async function refresh() {
     // Read quietly: a project without a folder cannot run jobs, which the list says.
-    const response = await fetch(ui.prefix + "/api/projects" + path());
+    if (!jobs.target) return;
+    const response = await fetch(url());
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       list.replaceChildren(el("div", { class: "iw-hint" }, data.error || response.statusText));
@@ -156,7 +162,7 @@
     if (roiInput.value.trim()) body.roi = roiInput.value.trim();
     submitButton.disabled = true;
     try {
-      const job = await ui.request("POST", path(), body);
+      const job = await ui.requestUrl("POST", url(), body);
       ui.status("job " + job.id + " submitted: " + job.export + " → " + job.output);
       outputInput.value = "";
       await refresh();
@@ -169,8 +175,8 @@
 
   async function act(job, action) {
     try {
-      const updated = await ui.request("POST", path("/" + encodeURIComponent(job.id) + "/" +
-                                                     action));
+      const updated = await ui.requestUrl("POST", url("/" + encodeURIComponent(job.id) + "/" +
+                                                       action));
       ui.status("job " + job.id + ": " + updated.state.toLowerCase());
       await refresh();
     } catch (e) {
@@ -180,7 +186,8 @@
 
   async function openLayer(job) {
     try {
-      const result = await ui.request("POST", path("/" + encodeURIComponent(job.id) + "/layer"));
+      const result = await ui.requestUrl("POST", url("/" + encodeURIComponent(job.id) +
+                                                     "/layer"));
       ui.status("opened " + job.export + " of job " + job.id + " as layer " + result.layer_id);
     } catch (e) {
       // shown in the status line
@@ -188,8 +195,7 @@
   }
 
   async function loadLogs(jobId) {
-    const response = await fetch(ui.prefix + "/api/projects" +
-                                 path("/" + encodeURIComponent(jobId) + "/logs"));
+    const response = await fetch(url("/" + encodeURIComponent(jobId) + "/logs"));
     logs.textContent = response.ok ? await response.text()
       : "logs unavailable (" + response.status + ")";
     logs.scrollTop = logs.scrollHeight;
@@ -207,14 +213,26 @@
     loadLogs(job.id).catch((e) => ui.status("logs: " + e.message, true));
   }
 
+  /** Show the jobs of `target` ({kind, base}); a project's, once known, wins over a
+   * collection's (collection.js offers its own when no project is served). */
+  function use(target) {
+    if (jobs.target && jobs.target.kind === "project" && target.kind !== "project") return;
+    jobs.target = target;
+    jobs.list = [];
+    exportControls.hidden = target.kind !== "project";
+    section.hidden = false;
+    refresh().catch(() => {});
+    loadEngines().catch(() => {});
+  }
+
   ui.whenReady(() => {
     // Jobs are the owner's; other roles do not see the section.
     const role = IW.project.info && IW.project.info.role;
     if (role && role !== "owner") {
-      list.closest("section").hidden = true;
+      section.hidden = true;
       return;
     }
-    refresh().catch(() => {});
-    loadEngines().catch(() => {});
+    use({ kind: "project",
+          base: ui.prefix + "/api/projects/" + encodeURIComponent(IW.project.id) + "/jobs" });
   });
 })();

@@ -5,14 +5,16 @@
 // engine; "Embed volume" precomputes the embeddings of all (or the listed) z slices into the
 // server's embedding cache. Both appear in the Jobs list with their progress (step, loss);
 // a finished fine-tuning gets a "Use as SAM model" button, after which the SAM section
-// offers (and selects) the new model. It talks to /api/projects/<id>/jobs/sam-*.
+// offers (and selects) the new model. It talks to the Jobs list's target (jobs.js):
+// /api/projects/<id>/jobs/sam-*, or on a collection server /api/collection/jobs/sam-*, where
+// an empty training set trains on every annotated item and "Embed" embeds every item.
 (function () {
   "use strict";
   const IW = window.ilastikWeb;
   if (!IW || IW.reloading || !IW.panel || !IW.jobs) return;
   const ui = IW.panel;
   const el = ui.el;
-  const path = (rest) => "/" + encodeURIComponent(IW.project.id) + "/jobs" + rest;
+  const url = (rest) => IW.jobs.target.base + rest;
 
   const samJobs = (IW.samJobs = { lastJob: null });
 
@@ -43,7 +45,7 @@
     if (engineSelect.value) body.engine = engineSelect.value;
     button.disabled = true;
     try {
-      const job = await ui.request("POST", path("/" + kind), body);
+      const job = await ui.requestUrl("POST", url("/" + kind), body);
       samJobs.lastJob = job;
       ui.status("job " + job.id + " submitted: " + kind + " on " + job.engine);
       await IW.jobs.refresh();
@@ -55,8 +57,10 @@
   }
 
   function finetune() {
-    const body = { training_set: setInput.value.trim(), name: nameInput.value.trim(),
+    const body = { name: nameInput.value.trim(),
                    settings: { iterations: Math.max(1, parseInt(stepsInput.value, 10) || 1) } };
+    const set = setInput.value.trim();
+    if (set || IW.jobs.target.kind === "project") body.training_set = set;
     if (IW.sam && IW.sam.model) body.model = IW.sam.model;
     submit("sam-finetune", body, tuneButton);
   }
@@ -71,8 +75,8 @@
 
   async function useModel(job) {
     try {
-      const result = await ui.request("POST", path("/" + encodeURIComponent(job.id) +
-                                                   "/sam-model"));
+      const result = await ui.requestUrl("POST", url("/" + encodeURIComponent(job.id) +
+                                                     "/sam-model"));
       if (IW.sam && IW.sam.loadModels) {
         await IW.sam.loadModels();
         IW.sam.model = result.model;
@@ -92,6 +96,25 @@
                            title: "Offer this checkpoint as a SAM model for prompts" },
                "Use as SAM model")];
   };
+
+  /** On a collection server: fine-tune on its annotations, embed its items. */
+  samJobs.useCollection = () => {
+    setInput.placeholder = "training set name (empty: every annotated item)";
+    setInput.title = "A training set the collection exported; empty: export one now";
+    slicesInput.hidden = true;
+    embedButton.textContent = "Embed items";
+    loadEngines();
+  };
+
+  async function loadEngines() {
+    try {
+      const data = await ui.requestUrl("GET", ui.prefix + "/api/engines");
+      engineSelect.replaceChildren(...(data.engines || []).map((e) =>
+        el("option", { value: e.name }, e.name + " (" + e.kind + ")")));
+    } catch (e) {
+      // no engines listed: the server's default (local) is used
+    }
+  }
 
   ui.whenReady(async () => {
     const role = IW.project.info && IW.project.info.role;

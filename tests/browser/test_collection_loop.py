@@ -276,4 +276,36 @@ def test_collection_annotate_two_items_and_export(collection_server, browser, ar
     assert set(trained["items"]) == {"first", "second"}
     page.wait_for_function("ilastikWeb.collection.view.prediction !== null", timeout=20_000)
     page.screenshot(path=str(artifacts / "collection-3-exported.png"))
+
+    # Fine-tune on the collection's annotations from the Jobs panel (a few CPU steps of
+    # micro-sam's trainer, a job on the local engine), use the checkpoint, prompt with it.
+    assert page.evaluate("ilastikWeb.jobs.target.kind") == "collection"
+    page.fill("#iw-sam-job-set", out.name)  # the TIFF set exported above
+    page.fill("#iw-sam-job-name", "round2")
+    page.fill("#iw-sam-job-steps", "2")
+    with page.expect_response(lambda r: r.url.endswith("/api/collection/jobs/sam-finetune")
+                              ) as answer:
+        page.click("#iw-sam-job-finetune")
+    assert answer.value.status == 201, answer.value.text()
+    job = answer.value.json()
+    assert job["kind"] == "sam-finetune" and job["source"] == str(out.resolve())
+    row = '.iw-job[data-job="' + job["id"] + '"]'
+    page.wait_for_selector(f'{row}[data-state="DONE"]', timeout=600_000)
+    assert (images / "annotations" / "models" / "round2.pt").is_file()
+    page.click(f"{row} .iw-job-sam-model")
+    page.wait_for_function("ilastikWeb.sam.model === 'round2'", timeout=30_000)
+    with page.expect_request(lambda r: r.url.endswith("/api/sam/prompt")) as caught:
+        _annotate_with_sam_preview_only(page)
+    assert json.loads(caught.value.post_data)["model"] == "round2"
+    page.screenshot(path=str(artifacts / "collection-4-round2.png"))
     assert errors == [], errors
+
+
+def _annotate_with_sam_preview_only(page) -> None:
+    if not page.evaluate("ilastikWeb.sam.mode"):
+        page.click("#iw-sam")
+    box = xy_panel_box(page)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    drag(page, [[cx - 40, cy - 30], [cx + 40, cy + 30]], steps=6)
+    page.wait_for_function("ilastikWeb.sam.busy === 0 && ilastikWeb.sam.preview !== null",
+                           timeout=60_000)
