@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 from scipy import ndimage
+from server_process import log_tail, stop_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -37,32 +38,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-#: How long a server may take to stop on SIGTERM (it closes its projects, which flushes
-#: their label logs); longer is a failure of the test, and the process is killed.
-STOP_TIMEOUT_S = 60
-
-
-def _log_tail(log: Path, chars: int = 4000) -> str:
-    try:
-        return log.read_text()[-chars:]
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen, log: Path) -> None:
-    """SIGTERM, then wait; a server that does not stop is killed and the test fails."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        pytest.fail(f"the server did not stop within {STOP_TIMEOUT_S} s of SIGTERM; its log "
-                    f"ends:\n{_log_tail(log)}")
-
-
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     """The CLI serving smooth random blobs (16 x 256 x 320, uint8) with a token."""
@@ -83,10 +58,10 @@ def live_server(tmp_path_factory) -> Iterator[LiveServer]:
     try:
         url = process.stdout.readline().strip()
         if not url:
-            pytest.fail(f"server exited with {process.wait(10)}: {_log_tail(log)}")
+            pytest.fail(f"server exited with {process.wait(10)}: {log_tail(log)}")
         yield LiveServer(url=url, port=port, data=data)
     finally:
-        _stop(process, log)
+        stop_server(process, log)
 
 
 @pytest.fixture
@@ -118,7 +93,7 @@ class DemoServer:
 
     def log_tail(self, chars: int = 4000) -> str:
         """The end of the server's log (stderr), for failure messages."""
-        return _log_tail(self.log, chars)
+        return log_tail(self.log, chars)
 
 
 @pytest.fixture(scope="session")
@@ -151,11 +126,11 @@ def demo_server(demo_cache, tmp_path) -> Iterator[DemoServer]:
     try:
         url = process.stdout.readline().strip()
         if not url:
-            pytest.fail(f"server exited with {process.wait(10)}: {_log_tail(log)}")
+            pytest.fail(f"server exited with {process.wait(10)}: {log_tail(log)}")
         yield DemoServer(url=url, base=f"http://127.0.0.1:{port}", project_dir=project_dir,
                          labels_path=demo.labels_path, log=log)
     finally:
-        _stop(process, log)
+        stop_server(process, log)
 
 
 class Served:
@@ -195,4 +170,4 @@ def serve(tmp_path) -> Iterator:
 
     yield start
     for process, log in started:
-        _stop(process, log)
+        stop_server(process, log)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 import tifffile
 from paint_helpers import api, drag, screen_points, wait_for, xy_panel_box
+from server_process import stop_server
 
 from ilastik_web.sam.geometry import SliceRef
 from ilastik_web.sam.instance_geometry import polygon_mask
@@ -72,8 +73,7 @@ def collection_server(tmp_path) -> Iterator[dict]:
             pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
         yield {"url": url, "base": f"http://127.0.0.1:{port}", "images": images}
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
 
 
 def _annotate_with_sam(page, item_id: str, class_name: str) -> dict:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import tifffile
+from server_process import stop_server
 
 pytestmark = pytest.mark.browser
 
@@ -123,8 +124,7 @@ def server(request, tmp_path_factory) -> Iterator[tuple[str, str | None]]:
             pytest.fail(f"server exited with {process.wait(10)}")
         yield f"http://127.0.0.1:{port}", request.param
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
 
 
 def _project(base: str, token: str | None) -> dict:

@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from server_process import stop_server
 
 from ilastik_web.ilp import read_ilp
 
@@ -49,8 +50,7 @@ def ilp_server(tmp_path_factory):
             pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
         yield url, project_dir
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
 
 
 def test_serve_ilp_and_export_from_the_panel(ilp_server, browser, tmp_path, artifacts):

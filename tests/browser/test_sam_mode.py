@@ -33,6 +33,7 @@ from paint_helpers import (
     wait_for,
     xy_panel_box,
 )
+from server_process import stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -99,8 +100,7 @@ def sam_server(demo_cache, tmp_path) -> Iterator[dict]:
             pytest.fail(f"server exited with {process.wait(10)} before printing its URL")
         yield {"url": url, "base": f"http://127.0.0.1:{port}", "doomed": doomed}
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
 
 
 def _open_viewer(browser, url: str):

@@ -23,6 +23,7 @@ import pytest
 import tifffile
 from paint_helpers import drag, screen_points, wait_for
 from scipy import ndimage
+from server_process import stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -61,8 +62,7 @@ def served(tmp_path_factory) -> Iterator[tuple[str, object]]:
             pytest.fail(f"server exited with {process.wait(10)}")
         yield f"http://127.0.0.1:{port}", folder
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_server(process)
 
 
 def _open(browser, url: str):
