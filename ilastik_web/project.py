@@ -195,6 +195,7 @@ class Project:
             self._load_classifier()
         self._trainer: LiveTrainer | None = None
         self._live_paused = False
+        self._latest_edit: Box | None = None
         #: What an import (e.g. from an .ilp) could not carry over, one line each.
         self.import_notes: list[str] = []
         if live:
@@ -545,6 +546,7 @@ class Project:
         return "labels"
 
     def _labels_changed(self, result: EditResult) -> None:
+        self._latest_edit = result.box
         self._notify("labels", {"revision": result.revision,
                                 "box": [list(result.box.start), list(result.box.stop)]})
         self._request_training()
@@ -593,8 +595,7 @@ class Project:
     def training_pending(self) -> bool:
         """A live training of newer labels is waiting or running: the current generation's
         predictions are about to be replaced."""
-        return self.live_updates and self.training_status.state in (
-            "waiting", "features", "training")
+        return self.live_updates and self._trainer is not None and self._trainer.pending
 
     def _train_in_pool(self, should_stop: Callable[[], bool],
                        report: Callable[[str, float, str], None]) -> int | None:
@@ -611,6 +612,8 @@ class Project:
 
     def _train_step(self, should_stop: Callable[[], bool],
                     report: Callable[[str, float, str], None]) -> int | None:
+        # Read before the labels: the changes noted so far are in the snapshot.
+        ticket = self._trainer.request_count if self._trainer is not None else None
         snapshot: LabelSnapshot = self.labels.snapshot()
         with self._lock:
             computer = self._computer
@@ -636,8 +639,9 @@ class Project:
             X, y, label_values=label_values, feature_names=computer.channel_names,
             should_stop=should_stop,
             previous=self._generation.classifier if self._generation is not None else None,
+            n_jobs=self.resources.forest_threads if self.resources is not None else None,
         )
-        return self._publish(classifier, computer)
+        return self._publish(classifier, computer, ticket)
 
     def adopt_classifier(self, classifier: PixelClassifier) -> int:
         """Serve an already trained classifier (e.g. one imported from an ``.ilp``) as a new
@@ -654,7 +658,8 @@ class Project:
             raise InvalidRequestError("the classifier's features are not the project's selection")
         return self._publish(classifier, computer)
 
-    def _publish(self, classifier: PixelClassifier, computer: FeatureComputer) -> int:
+    def _publish(self, classifier: PixelClassifier, computer: FeatureComputer,
+                 ticket: int | None = None) -> int:
         # The classifier is on disk before its generation is served: a restart never
         # points at a generation whose classifier is missing. Only trainings publish,
         # one at a time, so the number taken here stays ours.
@@ -666,11 +671,16 @@ class Project:
                 classifier.save(folder / f"g{number}.pkl")
             generation = Generation(
                 number, classifier, computer,
-                prediction_pyramids(classifier, computer, number, self.prediction_cache),
+                prediction_pyramids(classifier, computer, number, self.prediction_cache,
+                                    threads=self._predict_threads),
             )
             with self._lock:
                 self._generation = generation
                 self._generation_number = number
+            if ticket is not None and self._trainer is not None:
+                # Its chunks are current from now on, not work a pending training replaces.
+                self._trainer.served(ticket)
+        self._wake_pool()
         self._save_metadata()
         if self.directory is not None:
             for old in (self.directory / "classifiers").glob("g*.pkl"):
@@ -694,15 +704,31 @@ class Project:
         self._generation = Generation(
             self._generation_number, classifier, computer,
             prediction_pyramids(classifier, computer, self._generation_number,
-                                self.prediction_cache),
+                                self.prediction_cache, threads=self._predict_threads),
         )
 
     # -- prediction --------------------------------------------------------------------------
 
     @property
+    def _predict_threads(self) -> int | None:
+        """Threads of one served box's prediction: the resources' (chunks are predicted
+        side by side, one per worker), else the forest's own ``n_jobs``."""
+        return self.resources.predict_threads if self.resources is not None else None
+
+    @property
     def generation(self) -> int:
         """The latest classifier generation (0 before the first training)."""
         return self._generation_number
+
+    def shows_latest_edit(self, box: Box) -> bool:
+        """Whether ``box`` (level-0 voxels) lies in the plane of the latest label edit:
+        the slab its box spans along its thinnest axis, i.e. the view it was painted in,
+        which is what its author watches for the new predictions."""
+        edit = self._latest_edit  # swapped by reference
+        if edit is None:
+            return False
+        axis = int(np.argmin(edit.shape))
+        return box.start[axis] < edit.stop[axis] and edit.start[axis] < box.stop[axis]
 
     def current_generation(self) -> Generation:
         generation = self._generation  # swapped by reference
@@ -727,7 +753,14 @@ class Project:
         return self._listeners.subscribe(listener)
 
     def _on_training_status(self, status: TrainingStatus) -> None:
+        self._wake_pool()
         self._notify("training", status.to_json())
+
+    def _wake_pool(self) -> None:
+        """Whether a training is pending decides which queued chunks are outdated: the
+        pool's idle workers look again when that may have changed."""
+        if self.resources is not None:
+            self.resources.pool.wake()
 
     def _notify(self, kind: str, payload: dict) -> None:
         self._listeners.call(kind, payload)

@@ -296,6 +296,12 @@ class WorkerPool:
             self._cond.notify_all()
         return future
 
+    def wake(self) -> None:
+        """Let idle workers look at the queue again: a ``demote`` predicate may have
+        changed (a training of newer labels started or ended)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def idle(self) -> bool:
         """No task queued or running."""
         with self._cond:
@@ -435,7 +441,9 @@ class Resources:
     interactive, chunks, training, background
         The lanes (executors) of the one worker pool.
     forest_threads
-        ``n_jobs`` of forest training and prediction.
+        Threads of one forest training (oneDAL's, or ``n_jobs``).
+    predict_threads
+        Threads of one served chunk's forest prediction in a worker.
     filter_threads
         numba threads of one feature computation in a worker.
     export_threads
@@ -456,6 +464,10 @@ class Resources:
         # Training runs on the training lane's reserved worker at the viewers' priority;
         # its joblib threads inherit that, and chunks it will make outdated wait meanwhile.
         self.forest_threads = self.threads
+        # Like the filters: chunks are predicted side by side, one per worker, so a
+        # chunk's forest stays on its worker's thread instead of splitting over every
+        # core and fighting the other workers' chunks.
+        self.predict_threads = 1
         self.export_threads = max(1, self.threads // 2)
         self.pool = WorkerPool(
             self.threads,
@@ -494,6 +506,7 @@ class Resources:
                       "background": self.background.threads},
             "reserved_threads": dict(self.pool.reserved),
             "forest_threads": self.forest_threads,
+            "predict_threads": self.predict_threads,
             "export_threads": self.export_threads,
             "queued": self.pool.queued(),
             "caches": {name: {"budget_bytes": c.budget_bytes, "nbytes": c.stats.nbytes}

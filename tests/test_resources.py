@@ -318,3 +318,73 @@ def test_while_a_training_runs_what_it_will_replace_waits_and_yields_the_cores()
         end_chunk.set()
         end_training.set()
         pool.shutdown()
+
+
+def test_a_demoted_task_starts_once_woken_when_its_predicate_changes():
+    """Idle workers look at the queue again on ``wake`` (a training ended), not only when
+    a task is submitted or ends: work no longer outdated starts at once."""
+    pool = WorkerPool(2, limits={"background": 1})
+    gate = threading.Event()
+    outdated = threading.Event()
+    outdated.set()
+    try:
+        blocker = pool.submit("background", lambda: gate.wait(DEADLINE_S))
+        chunk = pool.submit("chunks", lambda: "computed", demote=outdated.is_set)
+        outdated.clear()
+        pool.wake()
+        assert chunk.result(DEADLINE_S) == "computed"
+        assert not blocker.done()  # the background lane's one worker is still taken
+    finally:
+        gate.set()
+        pool.shutdown()
+
+
+def test_a_new_generation_is_current_as_soon_as_it_is_published(resources, blobs,
+                                                                blob_source):
+    """Its chunks must not wait as outdated work in the moment between the publication
+    and the trainer's status going idle."""
+    from ilastik_web.labels import Stroke
+    from ilastik_web.project import Project
+
+    _, truth = blobs
+    project = Project.create(None, blob_source, classes=["background", "blob"], live=True,
+                             debounce_s=0.05, resources=resources)
+    seen: list[bool] = []
+    project.subscribe(lambda kind, payload: seen.append(project.training_pending)
+                      if kind == "generation" else None)
+    try:
+        for label in (1, 2):
+            y, x = np.argwhere(truth[6] == label)[0]
+            project.paint(Stroke(((6.5, y + 0.5, x + 0.5),), radius=1.5, label=label))
+        assert project.wait_for_training(timeout=DEADLINE_S).generation >= 1
+        assert seen and not any(seen)
+        # A stroke after it makes the generation outdated again, until trained on.
+        y, x = np.argwhere(truth[7] == 2)[0]
+        project.paint(Stroke(((7.5, y + 0.5, x + 0.5),), radius=1.5, label=2))
+        assert project.training_pending
+        project.wait_for_training(timeout=DEADLINE_S)
+        assert not project.training_pending
+    finally:
+        project.close()
+
+
+def test_served_predictions_stay_on_their_worker_thread(resources, blobs, blob_source):
+    from ilastik_web.labels import Stroke
+    from ilastik_web.project import Project
+
+    _, truth = blobs
+    project = Project.create(None, blob_source, classes=["background", "blob"],
+                             resources=resources)
+    for label in (1, 2):
+        y, x = np.argwhere(truth[6] == label)[0]
+        project.paint(Stroke(((6.5, y + 0.5, x + 0.5),), radius=1.5, label=label))
+    project.train()
+    generation = project.current_generation()
+    # Training used the resources' threads; each served box predicts on one thread.
+    assert generation.classifier.forest.n_jobs == resources.forest_threads
+    volume = generation.pyramids["probabilities"].levels[0]
+    assert volume.threads == resources.predict_threads == 1
+    features = generation.computer.features(0, volume.bounds)
+    one = generation.classifier.predict_proba(features, threads=1)
+    assert np.array_equal(one, generation.classifier.predict_proba(features, threads=2))
+    project.close()

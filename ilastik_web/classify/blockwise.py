@@ -112,6 +112,7 @@ def predict_block(
     output: str = "probabilities",
     level: int = 0,
     dtype: str | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """``output`` of ``box`` at pyramid ``level``, a C-ordered (c, z, y, x) array.
 
@@ -131,6 +132,9 @@ def predict_block(
     dtype
         One of :data:`OUTPUT_DTYPES` for ``output``; None: the default, exactly what the
         viewer shows. Other dtypes come from the forest's float probabilities.
+    threads
+        Threads of the forest's prediction (default: its ``n_jobs``); the numbers do not
+        depend on them.
 
     Returns
     -------
@@ -143,7 +147,7 @@ def predict_block(
     if output == "features":
         return np.ascontiguousarray(features, dtype=np.float32)
     check_cancelled()
-    proba = classifier.predict_proba(features)
+    proba = classifier.predict_proba(features, threads=threads)
     if stored == np.uint8:
         probabilities = probabilities_to_uint8(proba)
         return encode_probabilities(probabilities, output=output,

@@ -217,8 +217,10 @@ class PixelClassifier:
     def num_classes(self) -> int:
         return len(self.label_values)
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities (classes, *spatial) float32 from features (channels, *spatial)."""
+    def predict_proba(self, features: np.ndarray, *, threads: int | None = None) -> np.ndarray:
+        """Probabilities (classes, *spatial) float32 from features (channels, *spatial),
+        on ``threads`` threads (default: the forest's ``n_jobs``). The numbers do not
+        depend on the threads."""
         if features.shape[0] != len(self.feature_names):
             raise InvalidRequestError(
                 f"classifier expects {len(self.feature_names)} feature channels, "
@@ -231,22 +233,23 @@ class PixelClassifier:
                                     dtype=np.float32)
         out = np.zeros((self.num_classes, flat.shape[0]), dtype=np.float32)
         if flat.shape[0]:
-            proba = self._forest_proba(flat).astype(np.float32, copy=False)
+            proba = self._forest_proba(flat, threads).astype(np.float32, copy=False)
             for row, column in enumerate(self._columns):
                 if column >= 0:
                     out[row] = proba[:, column]
         return out.reshape(self.num_classes, *spatial)
 
-    def _forest_proba(self, samples: np.ndarray) -> np.ndarray:
+    def _forest_proba(self, samples: np.ndarray, threads: int | None = None) -> np.ndarray:
         """The forest's mean tree probabilities, as ``RandomForestClassifier.predict_proba``.
 
         Each sample sums its trees in the forest's order whatever the threads, so a chunk
         gets the same numbers in the viewer (one thread) and in a batch job (several).
         No joblib: the caller's thread (a worker of the server's pool) does the work, and
-        ``forest.n_jobs`` threads split the samples only when it asks for more than one.
+        ``threads`` (default ``forest.n_jobs``) split the samples only when more than one
+        is asked for: a server's workers each predict a chunk on their own thread.
         """
         trees = self.forest.estimators_
-        threads = int(self.forest.n_jobs or 1)
+        threads = int(threads if threads is not None else (self.forest.n_jobs or 1))
         if threads < 0:
             threads = os.cpu_count() or 1
         threads = max(1, min(threads, samples.shape[0] // 4096))

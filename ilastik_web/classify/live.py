@@ -62,6 +62,7 @@ class LiveTrainer:
         self._lock = threading.Condition()
         self._requested_at: float | None = None
         self._request_count = 0
+        self._served = 0  # the latest request whose labels a training has handled
         self._stopped = False
         self.status = TrainingStatus(generation=generation)
         self._thread = threading.Thread(target=self._run, name="live-trainer", daemon=True)
@@ -74,6 +75,25 @@ class LiveTrainer:
             self._request_count += 1
             self._lock.notify_all()
         self._set_status("waiting", 0.0, "")
+
+    @property
+    def request_count(self) -> int:
+        """Changes noted so far; a training that read the labels after this many changes
+        covers them (see :meth:`served`)."""
+        return self._request_count
+
+    @property
+    def pending(self) -> bool:
+        """A change is not yet handled by a training: the served predictions are about
+        to be replaced."""
+        return not self._stopped and self._served < self._request_count
+
+    def served(self, ticket: int) -> None:
+        """The changes up to ``ticket`` (a :attr:`request_count`) are trained on and
+        published; called by the training itself as it publishes, so predictions of the
+        new generation are never mistaken for outdated ones."""
+        with self._lock:
+            self._served = max(self._served, int(ticket))
 
     def wait_idle(self, timeout: float = 60.0) -> TrainingStatus:
         """Block until no training is pending or running (for scripts and tests)."""
@@ -144,10 +164,12 @@ class LiveTrainer:
                 continue
             except Exception as exc:  # keep the thread alive; the status tells the user
                 log.exception("training failed")
+                self.served(ticket)
                 self._set_status("error", 0.0, str(exc))
                 continue
             if should_stop():
                 continue  # superseded: a newer request is already pending
+            self.served(ticket)
             if generation is None:
                 self._set_status("idle", 0.0, "need labels of at least two classes")
             else:

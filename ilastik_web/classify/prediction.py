@@ -35,20 +35,21 @@ class ProbabilityVolume(_LevelVolume):
     """uint8 class probabilities (0..255) of one classifier at one pyramid level."""
 
     def __init__(self, classifier: PixelClassifier, computer: FeatureComputer, level: int,
-                 generation: int, cache: ArrayCache):
+                 generation: int, cache: ArrayCache, threads: int | None = None):
         base = computer.source.levels[level]
         super().__init__(base, f"probabilities/g{generation}/{base.key}", classifier.num_classes)
         self.classifier = classifier
         self.computer = computer
         self.level = level
         self.cache = cache
+        self.threads = threads
 
     def _read(self, box: Box) -> np.ndarray:
         return self.cache.get_or_compute((self.key, box), lambda: self._predict(box))
 
     def _predict(self, box: Box) -> np.ndarray:
         return predict_block(self.classifier, self.computer, box, output="probabilities",
-                             level=self.level)
+                             level=self.level, threads=self.threads)
 
 
 class SegmentationVolume(_LevelVolume):
@@ -78,11 +79,13 @@ class UncertaintyVolume(_LevelVolume):
 
 
 def prediction_pyramids(
-    classifier: PixelClassifier, computer: FeatureComputer, generation: int, cache: ArrayCache
+    classifier: PixelClassifier, computer: FeatureComputer, generation: int, cache: ArrayCache,
+    *, threads: int | None = None,
 ) -> dict[str, MultiscaleVolume]:
-    """The three served pyramids of one classifier generation, keyed by output name."""
+    """The three served pyramids of one classifier generation, keyed by output name;
+    each box is predicted on ``threads`` threads (default: the forest's ``n_jobs``)."""
     probabilities = [
-        ProbabilityVolume(classifier, computer, level, generation, cache)
+        ProbabilityVolume(classifier, computer, level, generation, cache, threads)
         for level in range(len(computer.source))
     ]
     return {

@@ -242,9 +242,10 @@ class VigraForestClassifier(PixelClassifier):
             [forest.labels.index(v) if v in forest.labels else -1 for v in self.label_values]
         )
 
-    def _forest_proba(self, samples: np.ndarray) -> np.ndarray:
+    def _forest_proba(self, samples: np.ndarray, threads: int | None = None) -> np.ndarray:
         """ilastik's forest on the feature channels it was trained on, in its order (the
-        checks, flattening and class columns are :class:`PixelClassifier`'s)."""
+        checks, flattening and class columns are :class:`PixelClassifier`'s), on the
+        calling thread's numba threads (``threads`` is not used)."""
         return self.forest.predict_proba(np.ascontiguousarray(samples[:, self.columns]))
 
     def feature_importances(self) -> dict[str, float]:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from typing import Literal
 
-from ilastik_web.abc import MultiscaleVolume
+from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, InvalidRequestError, NotFoundError, NotReadyError
 from ilastik_web.server.display import LayerDisplay, image_display
@@ -115,6 +115,11 @@ class ServedLayer(ABC):
         """Whether the current version is about to be replaced (newer inputs are being
         computed): its chunks then wait behind that computation."""
         return False
+
+    def chunk_priority(self, level: int, box: Box) -> int:
+        """Rank of a chunk's computation among its lane's (lower first): finer levels
+        first; layers that know what a user watches refine it."""
+        return level
 
     def add_listener(self, listener: LayerListener) -> None:
         with self._listeners_lock:

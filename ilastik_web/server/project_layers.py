@@ -10,7 +10,7 @@ import logging
 import re
 import threading
 
-from ilastik_web.abc import MultiscaleVolume
+from ilastik_web.abc import Box, MultiscaleVolume
 from ilastik_web.cache import ArrayCache
 from ilastik_web.errors import GoneError, NotFoundError, NotReadyError
 from ilastik_web.labels import LabelVolume
@@ -135,6 +135,13 @@ class PredictionLayer(ServedLayer):
 
     def outdated(self) -> bool:
         return self.project.training_pending
+
+    def chunk_priority(self, level: int, box: Box) -> int:
+        # The plane just painted first: its author waits for it, and its features are
+        # the ones the training just computed (still in the feature cache).
+        if level == 0 and self.project.shows_latest_edit(box):
+            return -1
+        return level
 
     def volume(self, version: str) -> MultiscaleVolume:
         number = _parse_version(version, "g", self.project.uid)

@@ -132,7 +132,8 @@ def precomputed_routes(
                     # replace; a chunk of a superseded version is dropped (410).
                     lane = executor if level_index == 0 else coarse
                     future = lane.submit_task(compute, token=token, stale=superseded,
-                                              demote=layer.outdated, priority=level_index)
+                                              demote=layer.outdated,
+                                              priority=layer.chunk_priority(level_index, box))
                     body = (await asyncio.wrap_future(future)).data
                 else:
                     body = (await loop.run_in_executor(executor,

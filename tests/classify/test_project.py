@@ -153,3 +153,16 @@ def test_retraining_computes_features_only_of_changed_tiles(blobs, blob_source):
     np.testing.assert_array_equal(X2, fresh_X)
     np.testing.assert_array_equal(y2, fresh_y)
     assert len(y2) > len(y1)
+
+
+def test_the_plane_of_the_latest_edit(blob_source):
+    """What the painter watches: boxes in the plane the latest stroke was painted in."""
+    project = Project.create(None, blob_source, classes=["a", "b"])
+    assert not project.shows_latest_edit(Box((5, 0, 0), (6, 16, 16)))
+    project.paint(Stroke(((5.5, 4.5, 4.5), (5.5, 10.5, 12.5)), radius=1.5, label=1))
+    assert project.shows_latest_edit(Box((5, 0, 0), (6, 16, 16)))
+    assert project.shows_latest_edit(Box((0, 16, 16), (8, 32, 32)))  # crosses the plane
+    assert not project.shows_latest_edit(Box((6, 0, 0), (7, 16, 16)))
+    project.paint(Stroke(((2.5, 3.5, 4.5), (9.5, 3.5, 12.5)), radius=0.5, label=2))  # xz
+    assert project.shows_latest_edit(Box((0, 3, 0), (16, 4, 16)))
+    assert not project.shows_latest_edit(Box((5, 0, 0), (6, 3, 16)))
