@@ -103,7 +103,16 @@ def _open(browser, served):
       viewer.state.children.get("crossSectionScale").restoreState(0.25);
       viewer.state.children.get("position").restoreState([48, 48, 4.5]);
     })()""")
-    page.wait_for_timeout(300)  # a layout change re-creates the panels: let them settle
+    # A layout change re-creates the panels: wait for the one xy panel, laid out, mapping
+    # the view's centre to the screen and back.
+    page.wait_for_function("""(() => {
+      const panels = ilastikWeb.ng.panels().filter((p) => p.sliceView !== undefined);
+      if (panels.length !== 1 || panels[0].element.clientWidth < 100) return false;
+      const panel = panels[0], r = panel.element.getBoundingClientRect();
+      const s = ilastikWeb.ng.screenOf(panel, [48, 48, 4.5]);
+      const v = ilastikWeb.ng.voxelAt(panel, r.left + s[0], r.top + s[1]);
+      return !!v && Math.abs(v[0] - 48) < 1 && Math.abs(v[1] - 48) < 1;
+    })()""", timeout=60_000)
     return page, errors
 
 
@@ -131,7 +140,7 @@ def test_probabilities_under_the_mouse_are_named_by_class(serve, browser, tmp_pa
         x, y, z = page.evaluate("""Array.from(viewer.mouseState.position).slice(0, 3)
                                    .map(Math.floor)""")
         assert abs(x - voxel[0]) <= 2 and abs(y - voxel[1]) <= 2 and z == 4, (x, y, z)
-        wait_for(lambda x=x, y=y: where.inner_text().startswith(f"x {x}, y {y}, z 4"), 30,
+        wait_for(lambda x=x, y=y: where.inner_text().startswith(f"x {x}, y {y}, z 4"), 90,
                  f"the readout at {(x, y, z)}")
         assert f"generation {generation}" in where.inner_text()
         names = rows.locator(".iw-bar-name").all_inner_texts()
