@@ -148,10 +148,13 @@ def create_app(
     ))
     instance_layers = InstanceLayers(registry, resources.cache("instances"),
                                      config.sam_cache_dir, ctx.projects)
+    # One launcher and one set of engines for the projects' jobs and the collection's.
+    launcher = ProcessLauncher(resources.export_threads, EXPORT_NICE)
+    engines = EngineRegistry(config.engines)
     table.extend(job_routes(ctx.projects, resources.interactive, cache=cache,
                             allowed_roots=config.allowed_roots or None,
-                            resources=resources, engines=EngineRegistry(config.engines),
-                            sam=sam))
+                            resources=resources, engines=engines, sam=sam,
+                            launcher=launcher))
     table.extend(export_routes(ctx.projects, resources.interactive,
                                allowed_roots=config.allowed_roots or None))
     table.extend(sam_routes(sam, registry, ctx.projects, cache=resources.cache("instances"),
@@ -166,8 +169,7 @@ def create_app(
     table.extend(collection_routes(site, sam, resources.interactive))
     table.extend(collection_job_routes(
         site, sam, resources.interactive,
-        launcher=ProcessLauncher(resources.export_threads, EXPORT_NICE),
-        engines=EngineRegistry(config.engines), allowed_roots=config.allowed_roots or None))
+        launcher=launcher, engines=engines, allowed_roots=config.allowed_roots or None))
 
     request_metrics = RequestMetrics()
     table.extend(metrics_routes(ctx, request_metrics))

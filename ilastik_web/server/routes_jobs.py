@@ -157,7 +157,7 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
                allowed_roots: Sequence[Path] | None = None,
                resources: Resources | None = None,
                engines: EngineRegistry | Mapping[str, EngineSpec] | None = None,
-               sam=None) -> list[Route]:
+               sam=None, launcher: ProcessLauncher | None = None) -> list[Route]:
     """Job routes over the projects in ``hub``; blocking work runs in ``executor``.
 
     Parameters
@@ -180,9 +180,12 @@ def job_routes(hub: ProjectHub, executor: Executor, *, cache: ArrayCache | None 
     sam
         The server's :class:`~ilastik_web.sam.service.SamService`: with it, SAM
         fine-tuning and bulk embeddings are jobs too (:mod:`.routes_sam_jobs`).
+    launcher
+        The app's launcher of local job processes (default: one of this function's own,
+        with ``resources.export_threads``).
     """
-    launcher = (ProcessLauncher(resources.export_threads, EXPORT_NICE)
-                if resources is not None else None)
+    if launcher is None and resources is not None:
+        launcher = ProcessLauncher(resources.export_threads, EXPORT_NICE)
     services = JobServices(hub, launcher)
     if not isinstance(engines, EngineRegistry):
         engines = EngineRegistry(engines)
